@@ -141,3 +141,34 @@ def test_train_flags_match_the_config_dataclasses():
 
     tc = TrainConfig(**dataclass_overrides(args, args._train_fields))
     assert tc.loss_weights == (1.0, 2.0, 3.0, 4.0) and tc.label_mix == 1.0 and tc.lr == 0.005
+
+
+def test_cli_end_to_end_on_a_cherma_layout_fixture(tmp_path, capsys):
+    fixture, store = tmp_path / "cherma", tmp_path / "store"
+    assert data_cli.main(["-q", "fixture", str(fixture), "--per-split", "20"]) == 0
+    assert data_cli.main(["-q", "cherma", str(fixture), str(store)]) == 0
+    capsys.readouterr()
+    assert data_cli.main(["info", str(store)]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["features"]["audio"] == {"dim": 768, "length": 100, "dtype": "float16"}
+    assert info["splits"] == {"train": 20, "valid": 20, "test": 20}
+    out = tmp_path / "run"
+    assert train_cli.main(["--store", str(store), "--out", str(out), "--model", "paper", "--d-model", "32",
+                           "--num-layers", "1", "--num-heads", "4", "--epochs", "1", "--batch-size", "8",
+                           "--no-progress", "-q"]) == 0
+    ckpt = load_checkpoint(out / "best.safetensors")
+    assert ckpt.config["text"] == {"dim": 768, "length": 80} and ckpt.config["d_model"] == 32
+    assert eval_cli.main(["--checkpoint", str(out / "best.safetensors"), "--store", str(store), "--split", "test",
+                          "--no-progress", "-q"]) == 0
+    report = json.loads((out / "eval-test" / "report.json").read_text())
+    assert report["heads"]["m"]["overall"]["n"] == 20
+    assert eval_cli.main(["--inconsistency", "--store", str(store), "--out", str(tmp_path / "inc")]) == 0
+    assert "Incon(u1, u2)" in capsys.readouterr().out
+
+
+def test_eval_refuses_a_store_that_does_not_fit_the_checkpoint(store, tmp_path, capsys):
+    path = tmp_path / "paper.safetensors"
+    save_checkpoint(path, LFMIM(PRESETS["paper"]).state_dict(), PRESETS["paper"].to_dict())
+    assert eval_cli.main(["--checkpoint", str(path), "--store", str(store.root)]) == 2
+    err = capsys.readouterr().err
+    assert "features do not fit the model" in err and "(768, 80)" in err

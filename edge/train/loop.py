@@ -39,7 +39,8 @@ class Prediction:
 
 def check_store_matches(store_specs: dict, model_specs: dict, *, store: str) -> None:
     wrong = [
-        f"{m} {tuple(store_specs[m])} but the model expects (dim, length) = ({model_specs[m].dim}, {model_specs[m].length})"
+        f"{m} (dim, length) = ({store_specs[m].dim}, {store_specs[m].length}) in the store but the model expects "
+        f"({model_specs[m].dim}, {model_specs[m].length})"
         for m in MODALITIES
         if (store_specs[m].dim, store_specs[m].length) != (model_specs[m].dim, model_specs[m].length)
     ]
@@ -210,18 +211,19 @@ def read_history(out_dir: str | Path) -> list[dict[str, Any]]:
 
 def plot_history(out_dir: str | Path) -> Path | None:
     """Loss and accuracy curves per head (like the paper's Figure 3) as ``curves.png``; None without matplotlib."""
+    from edge.errors import MissingDependency
+    from edge.train.reports import new_figure, save_figure_atomic
+
     history = read_history(out_dir)
     if not history:
         return None
     try:
-        matplotlib = lazy_import("matplotlib")
-    except ImportError:
+        fig = new_figure((11, 4))
+    except MissingDependency as exc:
+        log.warning("no training curves: %s", exc)
         return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    axes = fig.subplots(1, 2)
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for head, name in zip(HEADS, ("text", "audio", "vision", "multimodal")):
         axes[0].plot(epochs, [r["train_loss"][head] for r in history], "--", label=f"{name} train")
         axes[0].plot(epochs, [r["val_loss"][head] for r in history], "-", label=f"{name} val")
@@ -232,10 +234,4 @@ def plot_history(out_dir: str | Path) -> Path | None:
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(out_dir) / "curves.png"
-    tmp = path.with_name(".curves.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return save_figure_atomic(fig, Path(out_dir) / "curves.png")
