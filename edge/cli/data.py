@@ -32,6 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--agree", type=float, default=0.7, help="P(uni-modal label = multi-modal label) (default: 0.7)")
     s.add_argument("--signal", type=float, default=1.0, help="strength of the planted class signal (default: 1)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--overwrite", action="store_true", help="replace an existing store at OUT")
 
     c = sub.add_parser("cherma", help="convert a CHERMA feature release into a store",
                        description="Convert the CHERMA feature release layout (split json files and text/, audio/, "
@@ -69,6 +70,10 @@ def main(argv: list[str] | None = None) -> int:
             if not 0.0 <= args.agree <= 1.0:
                 raise InputError(f"--agree must be a probability in [0, 1], got {args.agree}")
             sizes = {"train": args.train, "valid": args.valid, "test": args.test}
+            if args.overwrite and (Path(args.out) / "store.json").is_file():
+                import shutil
+
+                shutil.rmtree(args.out)
             root = write_synthetic_store(args.out, PRESETS[args.preset], sizes=sizes, agree=args.agree,
                                          signal=args.signal, seed=args.seed, progress=not args.quiet)
             print(f"synthetic store written to {root} ({sizes})")

@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", default="train", help="split to train on (default: train)")
     p.add_argument("--val-split", default=None, help="split to validate on (default: valid, dev or val, whichever exists)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -112,8 +113,15 @@ def main(argv: list[str] | None = None) -> int:
         train_split = store.split(args.train_split)
         val_split = store.split(pick_split(store, args.val_split, "edge-train"))
         out = Path(args.out)
+        if args.resume and args.overwrite:
+            raise InputError("--resume and --overwrite contradict each other; pass one")
         if not args.resume and (out / "last.safetensors").exists():
-            raise InputError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
+            if not args.overwrite:
+                raise InputError(f"{out} already holds a training run; pass --resume to continue it, "
+                                 "--overwrite to replace it, or choose another --out")
+            for name in ("best.safetensors", "best.json", "last.safetensors", "last.json", "last.state.safetensors",
+                         "history.jsonl", "curves.png"):
+                (out / name).unlink(missing_ok=True)
         torch.manual_seed(tc.seed)
         model = LFMIM(cfg)
         trainer = Trainer(model, "paper", cfg.to_dict(), tc, out, device=args.device, progress=not args.no_progress)

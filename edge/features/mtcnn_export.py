@@ -69,8 +69,8 @@ def check_parity(net, onnx_path: Path, shapes: list[tuple[int, int, int]], *, se
 def export_net(name: str, net, out_path: Path) -> float:
     """Export one network to ``out_path`` and return its parity figure (max abs difference)."""
     torch = lazy_import("torch", purpose="MTCNN export")
-    side = NET_INPUT_SIZE.get(name, 24)
-    dummy = torch.zeros(1, 3, side if name != "pnet" else 48, side if name != "pnet" else 64)
+    height, width = (48, 64) if name == "pnet" else (NET_INPUT_SIZE[name],) * 2
+    dummy = torch.zeros(1, 3, height, width)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(
