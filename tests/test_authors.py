@@ -480,3 +480,28 @@ def test_wrong_input_shapes_raise():
         model(text, audio, vision[:, :10])
     with pytest.raises(InputError, match="audio"):
         model(text, audio[..., :10], vision)
+
+
+def test_imported_checkpoint_runs_through_the_cli_evaluation(tmp_path, capsys):
+    """A model trained with the public code is deployable: import with the CLI, evaluate on a matching store."""
+    from edge.cli import eval as eval_cli
+    from edge.cli import import_authors as import_cli
+    from edge.config import ModalitySpec
+    from edge.train.store import FeatureStoreWriter
+
+    src = save_authors(tmp_path, authors_state())
+    dst = tmp_path / "imported.safetensors"
+    assert import_cli.main([str(src), str(dst), "--heads", "4", "-q"]) == 0
+    assert '"variant": "authors"' in capsys.readouterr().out
+    specs = {"text": ModalitySpec(SMALL["t_in"], SMALL["t_len"]), "audio": ModalitySpec(SMALL["a_in"], SMALL["a_len"]),
+             "vision": ModalitySpec(SMALL["v_in"], SMALL["v_len"])}
+    rng = torch.Generator().manual_seed(0)
+    with FeatureStoreWriter(tmp_path / "store", specs, dtype="float32") as writer:
+        for i in range(12):
+            feats = [torch.randn(s.length, s.dim, generator=rng).numpy() for s in specs.values()]
+            writer.add("test", f"s{i}", *feats, [i % 7, (i + 1) % 7, i % 7, i % 7])
+    assert eval_cli.main(["--checkpoint", str(dst), "--store", str(tmp_path / "store"), "--no-progress", "-q"]) == 0
+    assert "multimodal" in capsys.readouterr().out
+    assert (tmp_path / "eval-test" / "report.json").is_file()
+    assert import_cli.main([str(tmp_path / "missing.pth"), str(dst)]) == 2
+    assert "missing.pth" in capsys.readouterr().err
