@@ -487,7 +487,7 @@ def test_imported_checkpoint_runs_through_the_cli_evaluation(tmp_path, capsys):
     from edge.cli import eval as eval_cli
     from edge.cli import import_authors as import_cli
     from edge.config import ModalitySpec
-    from edge.train.store import FeatureStoreWriter
+    from edge.train.store_writer import FeatureStoreWriter
 
     src = save_authors(tmp_path, authors_state())
     dst = tmp_path / "imported.safetensors"

@@ -15,7 +15,8 @@ import pytest
 from edge.config import LFMIMConfig, ModalitySpec
 from edge.errors import DataError, InputError
 from edge.labels import CLASSES
-from edge.train.store import FORMAT, FeatureStore, FeatureStoreWriter, fit_length
+from edge.train.store import FORMAT, FeatureStore, fit_length
+from edge.train.store_writer import FeatureStoreWriter
 
 SPECS = {"text": ModalitySpec(dim=6, length=5), "audio": ModalitySpec(dim=4, length=8),
          "vision": ModalitySpec(dim=3, length=4)}

@@ -28,7 +28,8 @@ from tqdm import tqdm
 from edge.config import MODALITIES, LFMIMConfig
 from edge.errors import DataError, InputError
 from edge.labels import VOCABULARIES, to_index
-from edge.train.store import FeatureStore, FeatureStoreWriter, resolve_specs
+from edge.train.store import FeatureStore
+from edge.train.store_writer import FeatureStoreWriter, resolve_specs
 
 log = logging.getLogger("edge")
 

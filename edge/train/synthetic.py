@@ -49,7 +49,7 @@ def write_synthetic_store(
     progress: bool = False,
 ) -> Path:
     """Write a synthetic store fitting ``config``'s feature specs; returns its root."""
-    from edge.train.store import FeatureStoreWriter
+    from edge.train.store_writer import FeatureStoreWriter
 
     tqdm = __import__("tqdm").tqdm
     sizes = sizes or {"train": 2000, "valid": 500, "test": 500}
