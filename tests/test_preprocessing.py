@@ -205,12 +205,15 @@ def test_resample_real_speech_round_trip(shared_data):
     up = resample(speech, sr, 44_100)
     assert up.shape == (int(np.ceil(speech.size * 44_100 / sr)),)
     back = resample(up, 44_100, sr)
-    assert back.shape == speech.shape
+    assert back.size - speech.size in (0, 1)  # each step rounds its length up
+    back = back[: speech.size]
     # speech has little energy near 8 kHz: the round trip through 44.1 kHz keeps the signal (SNR > 30 dB)
     snr = 10 * np.log10(np.sum(speech.astype(np.float64) ** 2) / np.sum((back - speech).astype(np.float64) ** 2))
     assert snr > 30, snr
     prepared = audio_pre.prepare_waveform(data, sr, do_normalize=True)
-    assert abs(prepared.mean()) < 1e-4 and prepared.std() == pytest.approx(1.0, rel=1e-3)
+    var = speech.astype(np.float64).var()
+    assert abs(prepared.mean()) < 1e-4
+    assert prepared.std() == pytest.approx(np.sqrt(var / (var + 1e-7)), rel=1e-4)  # transformers' eps of 1e-7
 
 
 def test_pcm_conversion_and_mono_mixdown():

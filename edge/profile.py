@@ -1,0 +1,169 @@
+"""Profiles: everything that must agree between training and deployment, in one TOML file.
+
+A profile names the extractors and their weights, feature dims and sequence lengths, window and rates, the
+classes, and the LFMIM configuration and checkpoint.  Shipped profiles live in ``edge/profiles/``; any other
+TOML file can be passed by path.  Built artifacts record :func:`profile_hash`; a mismatch is an error.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+from edge.config import LFMIMConfig, ModalitySpec
+from edge.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class TextProfile:
+    encoder: str = "bert"
+    weights: str = ""
+    tokens: int = 80
+    dim: int = 768
+
+
+@dataclass(frozen=True)
+class AudioProfile:
+    encoder: str = "wav2vec2"
+    weights: str = ""
+    sample_rate: int = 16000
+    window_s: float = 4.0
+    frames: int = 100
+    dim: int = 768
+
+    @property
+    def window_samples(self) -> int:
+        return int(round(self.window_s * self.sample_rate))
+
+
+@dataclass(frozen=True)
+class VisionProfile:
+    detector: str = "mtcnn"
+    detector_weights: str = ""
+    min_face: int = 40
+    encoder: str = "resnet18"
+    weights: str = ""
+    face_size: int = 224
+    fps: float = 16.0
+    segments: int = 8
+    per_segment: int = 8
+    dim: int = 512
+
+    @property
+    def frames(self) -> int:
+        return self.segments * self.per_segment
+
+
+@dataclass(frozen=True)
+class StreamProfile:
+    rate_hz: float = 2.0
+    window_s: float = 4.0
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    classes: tuple[str, ...]
+    text: TextProfile
+    audio: AudioProfile
+    vision: VisionProfile
+    lfmim: LFMIMConfig
+    checkpoint: str
+    stream: StreamProfile
+    source: str = ""  # file it was read from (not part of the hash)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "description": self.description, "classes": list(self.classes),
+            "text": dataclasses.asdict(self.text), "audio": dataclasses.asdict(self.audio),
+            "vision": dataclasses.asdict(self.vision), "lfmim": self.lfmim.to_dict(),
+            "checkpoint": self.checkpoint, "stream": dataclasses.asdict(self.stream),
+        }
+
+
+def profile_hash(profile: Profile) -> str:
+    """SHA-256 of the profile's canonical JSON (everything but the file it came from)."""
+    blob = json.dumps(profile.to_dict(), sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(blob).hexdigest()
+
+
+def shipped_profiles() -> list[str]:
+    return sorted(p.name[:-5] for p in resources.files("edge.profiles").iterdir() if p.name.endswith(".toml"))
+
+
+def _section(cls, data: Any, name: str, source: str):
+    if data is None:
+        return cls()
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{source}: [{name}] must be a table")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) in [{name}]: {', '.join(unknown)}; known: {', '.join(known)}")
+    values = {}
+    for key, value in data.items():
+        want = type(getattr(cls(), key))
+        if want is float and isinstance(value, int):
+            value = float(value)
+        if not isinstance(value, want) or isinstance(value, bool) != (want is bool):
+            raise ConfigError(f"{source}: [{name}] {key} must be {want.__name__}, got {value!r}")
+        values[key] = value
+    return cls(**values)
+
+
+def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
+    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    if not isinstance(data.get("name"), str) or not data["name"]:
+        raise ConfigError(f"{source}: the profile needs a name")
+    text = _section(TextProfile, data.get("text"), "text", source)
+    audio = _section(AudioProfile, data.get("audio"), "audio", source)
+    vision = _section(VisionProfile, data.get("vision"), "vision", source)
+    stream = _section(StreamProfile, data.get("stream"), "stream", source)
+    classes = tuple(data.get("classes") or LFMIMConfig().classes)
+    lfmim = dict(data.get("lfmim") or {})
+    checkpoint = str(lfmim.pop("checkpoint", ""))
+    try:
+        config = LFMIMConfig.from_dict(
+            {**lfmim, "classes": classes, "text": {"dim": text.dim, "length": text.tokens},
+             "audio": {"dim": audio.dim, "length": audio.frames}, "vision": {"dim": vision.dim, "length": vision.frames}},
+            source=f"{source} [lfmim]",
+        )
+    except ConfigError:
+        raise
+    if audio.sample_rate <= 0 or audio.window_s <= 0 or vision.fps <= 0 or stream.rate_hz <= 0:
+        raise ConfigError(f"{source}: sample_rate, window_s, fps and rate_hz must be positive")
+    return Profile(name=data["name"], description=str(data.get("description", "")), classes=classes, text=text,
+                   audio=audio, vision=vision, lfmim=config, checkpoint=checkpoint, stream=stream, source=source)
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A shipped profile by name (``paper``) or a TOML file by path."""
+    text_name = str(name_or_path)
+    if text_name in shipped_profiles():
+        source = f"edge/profiles/{text_name}.toml"
+        raw = resources.files("edge.profiles").joinpath(f"{text_name}.toml").read_text(encoding="utf-8")
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise ConfigError(f"profile {text_name!r} not found: not a shipped profile "
+                              f"({', '.join(shipped_profiles())}) and no such TOML file")
+        source, raw = str(path), path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(raw)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from None
+    return parse_profile(data, source=source)
+
+
+def feature_specs(profile: Profile) -> dict[str, ModalitySpec]:
+    return {"text": profile.lfmim.text, "audio": profile.lfmim.audio, "vision": profile.lfmim.vision}
