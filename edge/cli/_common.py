@@ -13,7 +13,8 @@ from edge.errors import EdgeError
 
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    # Our own messages at ``level``; other libraries' (ONNX Runtime's quantizer is chatty) at warnings only.
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("edge").setLevel(level)
 
 

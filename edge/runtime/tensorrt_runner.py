@@ -402,3 +402,17 @@ def _write_atomically(path: Path, data: memoryview) -> None:
     partial = path.with_name(path.name + ".partial")
     partial.write_bytes(data)
     os.replace(partial, path)
+
+
+def tensorrt_version() -> str:
+    """The installed TensorRT's version (MissingDependency with the install hint when absent)."""
+    return str(_tensorrt().__version__)
+
+
+def device_info(device: int = 0) -> dict[str, str]:
+    """Name and compute capability of a CUDA device, as recorded in build manifests."""
+    cuda = _pycuda_driver()
+    cuda.init()
+    dev = cuda.Device(device)
+    major, minor = dev.compute_capability()
+    return {"name": str(dev.name()), "compute_capability": f"{major}.{minor}"}

@@ -1,0 +1,266 @@
+"""``edge-build``: export every network of a profile, quantize it, gate its fidelity, build TensorRT engines,
+and write ``engines/<profile>/<target>/`` with its manifest."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge._lazy import lazy_import
+from edge.build import manifest as mf
+from edge.build.sources import EXPORTERS, MTCNN_NETS, NETWORKS, TOKENIZER_DIR
+from edge.errors import InputError
+from edge.profile import Profile, load_profile, profile_hash
+
+log = logging.getLogger("edge")
+
+PRECISIONS = ("fp32", "fp16", "int8")
+TARGETS = ("cpu", "gpu")
+#: Largest batch (or, for P-Net, image side) each network's TensorRT profile accepts.
+TRT_MAX_BATCH = {"rnet": 256, "onet": 64, "resnet18": 64, "text": 4, "audio": 2, "lfmim": 8}
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    profile: str = "paper"
+    precision: str = "int8"
+    target: str = "cpu"
+    out_root: str = "engines"
+    random_weights: bool = False
+    calibration_data: str | None = None
+    recipes: str | None = None
+    force: bool = False
+    min_agreement: float = 0.99
+    min_cosine: float = 0.99
+    threads: int | None = None
+    tensorrt: str = "auto"  # auto: build plans when tensorrt and a GPU are present; "off": ONNX only
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise InputError(f"--precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.target not in TARGETS:
+            raise InputError(f"--target {self.target!r}: expected one of {', '.join(TARGETS)}")
+        if self.tensorrt not in ("auto", "off"):
+            raise InputError(f"--tensorrt {self.tensorrt!r}: expected auto or off")
+
+
+def policy_name(network: str, profile: Profile) -> str:
+    return {"text": profile.text.encoder, "audio": profile.audio.encoder}.get(network, network)
+
+
+def chosen_precision(network: str, profile: Profile, opts: BuildOptions) -> str:
+    """fp32 / fp16 builds use that precision everywhere; int8 follows the per-network policy of the target."""
+    if opts.precision != "int8":
+        return opts.precision
+    from edge.build.quantize import policy_for
+
+    policy = policy_for(policy_name(network, profile))
+    return policy.cpu if opts.target == "cpu" else policy.gpu
+
+
+def io_shapes(path: Path) -> dict[str, dict[str, list]]:
+    onnx = lazy_import("onnx", purpose="reading ONNX graphs")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    init = {i.name for i in graph.initializer}
+
+    def dims(value):
+        return [d.dim_param or d.dim_value or None for d in value.type.tensor_type.shape.dim]
+
+    return {"inputs": {v.name: dims(v) for v in graph.input if v.name not in init},
+            "outputs": {v.name: dims(v) for v in graph.output}}
+
+
+def _file_entry(out: Path, path: Path) -> dict[str, Any]:
+    return {"file": path.name, "sha256": mf.sha256_file(path), "size_bytes": path.stat().st_size}
+
+
+class Builder:
+    def __init__(self, opts: BuildOptions) -> None:
+        self.opts = opts
+        self.profile = load_profile(opts.profile)
+        self.out = Path(opts.out_root) / self.profile.name / opts.target
+        self.networks: dict[str, dict[str, Any]] = {}
+        self.fp32: dict[str, Path] = {}
+        self.extra: dict[str, Any] = {}
+        self.tqdm = lazy_import("tqdm").tqdm
+
+    # -- 1. export -----------------------------------------------------------------------------------------
+    def export(self) -> None:
+        self.out.mkdir(parents=True, exist_ok=True)
+        groups = list(EXPORTERS)
+        for group in self.tqdm(groups, desc="export to ONNX", unit="network", disable=not self.opts.progress):
+            report, details = EXPORTERS[group](self.profile, self.out, self.opts.random_weights)
+            if group == "mtcnn":
+                for name in MTCNN_NETS:
+                    self.fp32[name] = Path(report[name])
+                    self.networks[name] = {"source": details["source"], "export": {"max_abs_diff": None}}
+            else:
+                self.fp32[group] = Path(report.path)
+                self.networks[group] = {"source": details.pop("source"), "export": report.to_dict(), **details}
+
+    # -- 2. calibration feeds ------------------------------------------------------------------------------
+    def feeds(self) -> dict[str, list[dict[str, np.ndarray]]]:
+        from edge.build.calibration import gather_material, load_recipes, resolve_data_dir, vision_feeds
+        from edge.features.audio_pre import fit_frames, prepare_waveform
+        from edge.features.text_pre import encode_texts
+        from edge.features.vision_pre import normalize_faces, sample_frames
+        from edge.runtime.onnxruntime_runner import OrtRunner
+
+        recipes = load_recipes(self.opts.recipes)
+        data = resolve_data_dir(self.opts.calibration_data)
+        p = self.profile
+        log.info("calibration data from %s (recipe %s)", data, recipes.source)
+        material = gather_material(recipes, data, window_samples=p.audio.window_samples,
+                                   needs={"vision", "audio", "text"})
+        feeds, faces = vision_feeds(self.fp32, material, recipes, face_size=p.vision.face_size,
+                                    min_face=p.vision.min_face, threads=self.opts.threads)
+        if not feeds["resnet18"]:
+            raise InputError(f"no face found in the calibration videos under {data}; point the recipe's [vision] "
+                             "videos at clips that show faces")
+        tokenizer = lazy_import("tokenizers").Tokenizer.from_file(str(self.out / TOKENIZER_DIR / "tokenizer.json"))
+        feeds["text"] = [encode_texts(tokenizer, [t], length=p.text.tokens) for t in material.texts]
+        normalize = bool(self.networks["audio"].get("do_normalize", True))
+        feeds["audio"] = [{"waveform": prepare_waveform(w, p.audio.sample_rate, do_normalize=normalize)[None]}
+                          for w in material.windows]
+        # LFMIM: the FP32 extractors' features of the same samples.
+        n = min(len(feeds["text"]), len(feeds["audio"]))
+        videos = [f for f in faces if f]
+        with OrtRunner(self.fp32["text"], threads=self.opts.threads) as text, \
+                OrtRunner(self.fp32["audio"], threads=self.opts.threads) as audio, \
+                OrtRunner(self.fp32["resnet18"], threads=self.opts.threads) as resnet:
+            vision_feats = []
+            for video in videos:
+                picks = sample_frames(len(video), p.vision.segments, p.vision.per_segment)
+                batch = normalize_faces(np.stack([video[i] for i in picks]), size=p.vision.face_size)
+                vision_feats.append(resnet.infer({"faces": batch})["features"])
+            feeds["lfmim"] = []
+            for i in self.tqdm(range(n), desc="LFMIM calibration features", disable=not self.opts.progress, leave=False):
+                t = text.infer(feeds["text"][i])["hidden"]
+                a = fit_frames(audio.infer(feeds["audio"][i])["hidden"][0], p.audio.frames)
+                feeds["lfmim"].append({"text": t.astype(np.float32), "audio": a[None].astype(np.float32),
+                                       "vision": vision_feats[i % len(vision_feats)][None].astype(np.float32)})
+        self.extra["calibration"] = {"data": str(data), "recipes": recipes.source, "calibrate": recipes.calibrate,
+                                     "holdout": recipes.holdout, "seed": recipes.seed,
+                                     "samples": {k: len(v) for k, v in feeds.items()}}
+        self._recipes = recipes
+        return feeds
+
+    # -- 3. quantize + gate ----------------------------------------------------------------------------------
+    def quantize(self, feeds: dict[str, list] | None) -> None:
+        from edge.build import quantize as q
+        from edge.build.calibration import split_feeds
+        from edge.build.fidelity import classifier_agreement, feature_cosine, gate
+
+        for name in self.tqdm(NETWORKS, desc=f"{self.opts.precision} variants", unit="network",
+                              disable=not self.opts.progress):
+            entry = self.networks[name]
+            precision = chosen_precision(name, self.profile, self.opts)
+            entry["precision"] = precision
+            entry["fp32_onnx"] = _file_entry(self.out, self.fp32[name])
+            if precision == "fp32":
+                entry["onnx"] = entry["fp32_onnx"]
+                continue
+            path = self.out / f"{name}.{precision}.{self.opts.target}.onnx"
+            calib, holdout = split_feeds(feeds[name], self._recipes, name) if feeds else ([], [])
+            if precision == "fp16":
+                report = q.convert_fp16(self.fp32[name], path)
+            elif precision == "int8-dynamic":
+                report = q.quantize_dynamic_matmul(self.fp32[name], path)
+            else:
+                pol = q.policy_for(policy_name(name, self.profile))
+                reader = q.CalibrationReader(calib, model_path=self.fp32[name], source=f"{name} calibration set")
+                report = q.quantize_int8(self.fp32[name], path, reader, target=self.opts.target,
+                                         op_types=pol.op_types, network=policy_name(name, self.profile))
+            entry["quantization"] = report.to_dict()
+            entry["onnx"] = _file_entry(self.out, path)
+            if not holdout:
+                if not self.opts.force:
+                    raise InputError(f"{name}: no held-out data for the fidelity gate; pass --calibration-data DIR "
+                                     "or --force to skip the gate")
+                entry["fidelity"] = {"passed": None, "skipped": "no calibration data (--force)"}
+                continue
+            if name == "lfmim":
+                fid = classifier_agreement(self.fp32[name], path, holdout)
+            else:
+                fid = feature_cosine(self.fp32[name], path, holdout)
+            entry["fidelity"] = gate(fid, min_agreement=self.opts.min_agreement, min_cosine=self.opts.min_cosine,
+                                     force=self.opts.force)
+
+    # -- 4. TensorRT -----------------------------------------------------------------------------------------
+    def tensorrt(self) -> None:
+        if self.opts.target != "gpu" or self.opts.tensorrt == "off":
+            return
+        from edge.runtime.factory import available_backends
+
+        status = available_backends().get("tensorrt", "unavailable")
+        if not status.startswith("available"):
+            log.warning("no TensorRT engines built: %s; the ONNX files are ready for `edge-build --target gpu` "
+                        "on the device", status)
+            self.extra["tensorrt"] = {"built": False, "why": status}
+            return
+        from edge.runtime.tensorrt_runner import build_engine, device_info, tensorrt_version
+
+        cache = self.out / "timing.cache"
+        for name in self.tqdm(NETWORKS, desc="TensorRT engines", unit="engine", disable=not self.opts.progress):
+            entry = self.networks[name]
+            onnx_path = self.out / entry["onnx"]["file"]
+            plan = self.out / f"{name}.{entry['precision']}.plan"
+            build_engine(onnx_path, plan, timing_cache=cache, profiles=self._trt_profiles(name, onnx_path),
+                         progress=self.opts.progress)
+            entry["plan"] = _file_entry(self.out, plan)
+        self.extra["tensorrt"] = {"built": True, "version": tensorrt_version()}
+        self.extra["gpu"] = device_info()
+
+    def _trt_profiles(self, name: str, path: Path) -> dict[str, tuple[tuple[int, ...], ...]]:
+        profiles = {}
+        for inp, dims in io_shapes(path)["inputs"].items():
+            if name == "pnet":
+                lo, opt, hi = (1, 3, 12, 12), (1, 3, 360, 480), (1, 3, 1080, 1920)
+            else:
+                fixed = [d if isinstance(d, int) else 1 for d in dims]
+                top = TRT_MAX_BATCH.get(name, 8)
+                lo, opt, hi = ((1, *fixed[1:]), (max(1, top // 2), *fixed[1:]), (top, *fixed[1:]))
+            profiles[inp] = (tuple(lo), tuple(opt), tuple(hi))
+        return profiles
+
+    # -- 5. manifest -----------------------------------------------------------------------------------------
+    def write_manifest(self, seconds: float) -> Path:
+        for name, entry in self.networks.items():
+            entry.update(io_shapes(self.out / entry["onnx"]["file"]))
+        body = {
+            "profile": {"name": self.profile.name, "hash": profile_hash(self.profile), "source": self.profile.source},
+            "precision": self.opts.precision, "target": self.opts.target,
+            "random_weights": self.opts.random_weights, "source_hash": mf.source_hash(),
+            "packages": mf.package_versions(), "tensorrt": self.extra.get("tensorrt", {"built": False}),
+            "gpu": self.extra.get("gpu"), "calibration": self.extra.get("calibration"),
+            "tokenizer": TOKENIZER_DIR, "audio_do_normalize": self.networks["audio"].get("do_normalize", True),
+            "build_seconds": round(seconds, 1), "networks": self.networks,
+            "rebuild": mf.rebuild_command(self.opts.profile, self.opts.precision, self.opts.target)
+                       + (" --random-weights" if self.opts.random_weights else ""),
+        }
+        return mf.write_manifest(self.out, body)
+
+
+def build(opts: BuildOptions) -> Path:
+    """Run the whole build; returns the manifest path."""
+    started = time.perf_counter()
+    builder = Builder(opts)
+    builder.export()
+    needs_data = any(chosen_precision(n, builder.profile, opts) != "fp32" for n in NETWORKS)
+    feeds = None
+    if needs_data:
+        try:
+            feeds = builder.feeds()
+        except InputError as exc:
+            if not opts.force or "calibration" not in str(exc):
+                raise
+            log.warning("%s; building without a fidelity gate (--force)", exc)
+    builder.quantize(feeds)
+    builder.tensorrt()
+    return builder.write_manifest(time.perf_counter() - started)
