@@ -242,7 +242,8 @@ class Builder:
             "tokenizer": TOKENIZER_DIR, "audio_do_normalize": self.networks["audio"].get("do_normalize", True),
             "build_seconds": round(seconds, 1), "networks": self.networks,
             "rebuild": mf.rebuild_command(self.opts.profile, self.opts.precision, self.opts.target)
-                       + (" --random-weights" if self.opts.random_weights else ""),
+                       + (" --random-weights" if self.opts.random_weights else "")
+                       + (f" --out-root {self.opts.out_root}" if str(self.opts.out_root) != "engines" else ""),
         }
         return mf.write_manifest(self.out, body)
 

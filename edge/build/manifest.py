@@ -86,8 +86,8 @@ def check_manifest(out_dir: str | Path, *, profile_name: str, profile_digest: st
                    verify_files: bool = True) -> dict[str, Any]:
     """Read and check a build; raise :class:`EngineIncompatible` naming the mismatch and the rebuild command."""
     data = read_manifest(out_dir)
-    cmd = rebuild_command(data.get("profile", {}).get("name", profile_name), data.get("precision", "int8"),
-                          data.get("target", "cpu"))
+    cmd = data.get("rebuild") or rebuild_command(data.get("profile", {}).get("name", profile_name),
+                                                 data.get("precision", "int8"), data.get("target", "cpu"))
     where = Path(out_dir) / MANIFEST
     if data.get("profile", {}).get("hash") != profile_digest or data.get("profile", {}).get("name") != profile_name:
         raise EngineIncompatible(

@@ -1,0 +1,147 @@
+"""The run path's feature extraction over a build's runners (no torch): the same code serves ``edge-extract``
+(training features), calibration checks, benchmarks and the live loop, so training features equal deployment
+features.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from edge._lazy import lazy_import
+from edge.errors import InputError
+from edge.runtime.engines import EngineSet
+
+log = logging.getLogger("edge")
+
+
+@dataclass(frozen=True)
+class FaceCrop:
+    """One frame's face: the aligned crop and where it was found (None when no face was found)."""
+
+    aligned: np.ndarray | None
+    box: tuple[float, float, float, float] | None
+    score: float
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits - logits.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+class Extractors:
+    """Text, audio and vision features and LFMIM's fused outputs from a build's runners.
+
+    Stateless apart from the loaded tokenizer: one instance may serve several streams.
+    """
+
+    def __init__(self, engines: EngineSet, *, face_batch: int = 16) -> None:
+        from edge.features.mtcnn import FaceDetector
+
+        self.engines = engines
+        self.profile = engines.profile
+        self.runners = engines.runners
+        self.face_batch = face_batch
+        r = self.runners
+        self.detector = FaceDetector(r["pnet"], r["rnet"], r["onet"], min_face=self.profile.vision.min_face)
+        tokenizers = lazy_import("tokenizers", purpose="tokenising transcripts on the run path")
+        if not engines.tokenizer_path.is_file():
+            raise InputError(f"{engines.tokenizer_path}: the build has no tokenizer; rebuild with: "
+                             f"{engines.manifest.get('rebuild')}")
+        self.tokenizer = tokenizers.Tokenizer.from_file(str(engines.tokenizer_path))
+
+    # -- text ----------------------------------------------------------------------------------------------------
+    def text(self, texts: Sequence[str]) -> np.ndarray:
+        """(B, tokens, dim) token features of each text ('' gives [CLS] [SEP] and padding)."""
+        from edge.features.text_pre import encode_texts
+
+        feeds = encode_texts(self.tokenizer, list(texts), length=self.profile.text.tokens)
+        return self.runners["text"].infer(feeds)["hidden"]
+
+    # -- audio ---------------------------------------------------------------------------------------------------
+    def audio_frames(self, samples: np.ndarray) -> np.ndarray:
+        """(frames, dim) encoder frames of 16 kHz mono audio of any length, window by window (20 ms hop).
+
+        The encoder is built for windows of the profile's ``window_s``; longer audio is encoded window after
+        window, a short tail zero-padded, and only the frames that cover real audio are kept.
+        """
+        from edge.features.audio_pre import num_frames, prepare_waveform
+
+        window = self.profile.audio.window_samples
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        if x.size == 0:
+            return np.zeros((0, self.profile.audio.dim), np.float32)
+        out = []
+        for start in range(0, x.size, window):
+            chunk = x[start:start + window]
+            keep = num_frames(chunk.size)
+            if keep == 0:
+                break
+            padded = np.zeros(window, np.float32)
+            padded[: chunk.size] = chunk
+            wave = prepare_waveform(padded, self.profile.audio.sample_rate, do_normalize=self.engines.audio_do_normalize)
+            out.append(self.runners["audio"].infer({"waveform": wave[None]})["hidden"][0, :keep])
+        return np.concatenate(out) if out else np.zeros((0, self.profile.audio.dim), np.float32)
+
+    def audio(self, samples: np.ndarray) -> np.ndarray:
+        """(frames, dim) fitted to the profile's length (uniform sampling or zero padding)."""
+        from edge.features.audio_pre import fit_frames
+
+        return fit_frames(self.audio_frames(samples), self.profile.audio.frames)
+
+    # -- vision --------------------------------------------------------------------------------------------------
+    def face(self, rgb: np.ndarray) -> FaceCrop:
+        """Detect the most confident face of an RGB frame and align it (no face: ``aligned`` is None)."""
+        from edge.features.align import align_face
+
+        found = self.detector.detect(rgb)
+        if not found:
+            return FaceCrop(None, None, 0.0)
+        best = found[0]
+        aligned = align_face(rgb, best.landmarks, self.profile.vision.face_size)
+        return FaceCrop(aligned, tuple(float(v) for v in best.box), float(best.score))
+
+    def face_features(self, faces: np.ndarray) -> np.ndarray:
+        """(N, face, face, 3) uint8 aligned faces -> (N, dim) features, in batches."""
+        from edge.features.vision_pre import normalize_faces
+
+        if len(faces) == 0:
+            return np.zeros((0, self.profile.vision.dim), np.float32)
+        out = [self.runners["resnet18"].infer({"faces": normalize_faces(faces[i:i + self.face_batch],
+                                                                           size=self.profile.vision.face_size)})["features"]
+               for i in range(0, len(faces), self.face_batch)]
+        return np.concatenate(out)
+
+    def vision(self, frames: Sequence[np.ndarray]) -> tuple[np.ndarray, int]:
+        """The paper's clip features: 8 x 8 frames sampled over the clip -> (64, dim); frames without a face give
+        zero rows (none is invented).  Returns (features, number of frames with a face)."""
+        from edge.features.vision_pre import sample_frames
+
+        if not frames:
+            raise InputError("a clip without video frames has no vision features")
+        p = self.profile.vision
+        picks = sample_frames(len(frames), p.segments, p.per_segment)
+        crops: dict[int, FaceCrop] = {}
+        for i in sorted(set(picks.tolist())):
+            crops[i] = self.face(frames[i])
+        with_face = [i for i in picks.tolist() if crops[i].aligned is not None]
+        features = np.zeros((len(picks), p.dim), np.float32)
+        if with_face:
+            unique = sorted(set(with_face))
+            encoded = dict(zip(unique, self.face_features(np.stack([crops[i].aligned for i in unique]))))
+            for row, i in enumerate(picks.tolist()):
+                if i in encoded:
+                    features[row] = encoded[i]
+        return features, len(with_face)
+
+    # -- fusion --------------------------------------------------------------------------------------------------
+    def fuse(self, text: np.ndarray, audio: np.ndarray, vision: np.ndarray) -> dict[str, np.ndarray]:
+        """LFMIM over one sample's features -> probabilities of heads t, a, v, m, each (classes,)."""
+        feeds = {"text": np.asarray(text, np.float32)[None] if np.ndim(text) == 2 else np.asarray(text, np.float32),
+                 "audio": np.asarray(audio, np.float32)[None], "vision": np.asarray(vision, np.float32)[None]}
+        out = self.runners["lfmim"].infer(feeds)
+        return {head: softmax(out[head][0]) for head in ("t", "a", "v", "m")}

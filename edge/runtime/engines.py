@@ -1,0 +1,105 @@
+"""Open a build (``engines/<profile>/<target>/``) on the run path: check its manifest, open one runner per network.
+
+No torch here.  Per network the TensorRT plan is used where the build has one and TensorRT can run it, else the
+build's ONNX file through ONNX Runtime (CUDA when asked for and present, else CPU); every fallback is logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edge.errors import EdgeError, InputError
+from edge.profile import Profile, load_profile, profile_hash
+from edge.runtime.base import Runner
+
+log = logging.getLogger("edge")
+
+NETWORKS = ("pnet", "rnet", "onet", "resnet18", "text", "audio", "lfmim")
+
+
+def engine_dir(profile: str, target: str = "cpu", root: str | Path = "engines") -> Path:
+    return Path(root) / profile / target
+
+
+@dataclass
+class EngineSet:
+    """The runners of one build and what the run path needs beside them."""
+
+    directory: Path
+    manifest: dict[str, Any]
+    profile: Profile
+    runners: dict[str, Runner] = field(default_factory=dict)
+    backends: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def tokenizer_path(self) -> Path:
+        return self.directory / self.manifest.get("tokenizer", "tokenizer") / "tokenizer.json"
+
+    @property
+    def audio_do_normalize(self) -> bool:
+        return bool(self.manifest.get("audio_do_normalize", True))
+
+    def close(self) -> None:
+        for runner in self.runners.values():
+            runner.close()
+        self.runners.clear()
+
+    def __enter__(self) -> "EngineSet":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def _open_network(directory: Path, name: str, entry: dict[str, Any], *, device: str, threads: int | None,
+                  use_plans: bool) -> tuple[Runner, str]:
+    from edge.runtime.factory import open_runner
+
+    plan = entry.get("plan")
+    if plan and use_plans:
+        try:
+            return open_runner(directory / plan["file"], backend="tensorrt"), "tensorrt"
+        except EdgeError as exc:
+            log.warning("%s: TensorRT plan not usable (%s); falling back to ONNX Runtime", name, exc)
+    runner = open_runner(directory / entry["onnx"]["file"], backend="onnxruntime", device=device, threads=threads,
+                         fallback=True)
+    return runner, f"onnxruntime-{getattr(runner, 'providers', [device])[0]}"
+
+
+def open_engines(profile: str | Profile, *, target: str = "cpu", root: str | Path = "engines",
+                 device: str | None = None, threads: int | None = None, networks: tuple[str, ...] = NETWORKS,
+                 directory: str | Path | None = None) -> EngineSet:
+    """Check the build of ``profile`` for ``target`` and open runners for ``networks``."""
+    from edge.build.manifest import check_manifest
+
+    prof = profile if isinstance(profile, Profile) else load_profile(profile)
+    folder = Path(directory) if directory else engine_dir(prof.name, target, root)
+    gpu = trt_version = None
+    if target == "gpu":
+        try:
+            from edge.runtime.tensorrt_runner import device_info, tensorrt_version
+
+            trt_version, gpu = tensorrt_version(), device_info()
+        except EdgeError as exc:
+            log.warning("TensorRT not usable here (%s); the ONNX files run on ONNX Runtime instead", exc)
+    manifest = check_manifest(folder, profile_name=prof.name, profile_digest=profile_hash(prof),
+                              tensorrt_version=trt_version, gpu=gpu)
+    missing = [n for n in networks if n not in manifest.get("networks", {})]
+    if missing:
+        raise InputError(f"{folder}: the build has no {', '.join(missing)}; rebuild with: {manifest.get('rebuild')}")
+    engines = EngineSet(folder, manifest, prof)
+    dev = device or ("cuda" if target == "gpu" else "cpu")
+    try:
+        for name in networks:
+            runner, backend = _open_network(folder, name, manifest["networks"][name], device=dev, threads=threads,
+                                            use_plans=trt_version is not None)
+            engines.runners[name], engines.backends[name] = runner, backend
+    except BaseException:
+        engines.close()
+        raise
+    log.info("opened %s (%s): %s", folder, manifest.get("precision"),
+             ", ".join(f"{n}={b}" for n, b in engines.backends.items()))
+    return engines
