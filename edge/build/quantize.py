@@ -134,7 +134,14 @@ class CalibrationReader:
     def __init__(self, feeds: Iterable[Mapping[str, Any]], *, model_path: str | Path | None = None,
                  source: str = "calibration set") -> None:
         self.source = source
-        self._feeds = [{str(k): np.asarray(v) for k, v in dict(feed).items()} for feed in feeds]
+        self._feeds = []
+        for number, feed in enumerate(feeds):
+            if not isinstance(feed, Mapping):
+                raise InputError(
+                    f"{source} sample {number} is a {type(feed).__name__}; each sample must be a dict of input "
+                    "name -> numpy array (one feed of the model)"
+                )
+            self._feeds.append({str(k): np.asarray(v) for k, v in feed.items()})
         if not self._feeds:
             raise InputError(
                 f"the {source} is empty: quantization needs representative samples; point the calibration recipe "
@@ -279,10 +286,11 @@ def _static_settings(target: str, quantization: Any, op_types: Sequence[str]) ->
     extra: dict[str, Any] = {"QDQOpTypePerChannelSupportToAxis": {"MatMul": 1}, "WeightSymmetric": True}
     if target == "cpu":
         return qt.QUInt8, qt.QInt8, extra
-    # TensorRT: symmetric int8 everywhere, a Q/DQ pair on each float weight, one pair per consumer, and Q/DQ on
-    # the inputs of the quantized ops only (TensorRT fuses an output Q into the op when the next op wants INT8).
+    # TensorRT: symmetric int8 everywhere, a Q/DQ pair on each float weight, one pair per consumer, Q/DQ on the
+    # inputs of the quantized ops only (TensorRT fuses an output Q into the op when the next op wants INT8), and
+    # float biases (TensorRT folds them itself; it does not take an int32 DequantizeLinear).
     extra.update({"ActivationSymmetric": True, "AddQDQPairToWeight": True, "DedicatedQDQPair": True,
-                  "OpTypesToExcludeOutputQuantization": list(op_types)})
+                  "OpTypesToExcludeOutputQuantization": list(op_types), "QuantizeBias": False})
     return qt.QInt8, qt.QInt8, extra
 
 

@@ -69,6 +69,35 @@ def _open_network(directory: Path, name: str, entry: dict[str, Any], *, device: 
     return runner, f"onnxruntime-{getattr(runner, 'providers', [device])[0]}"
 
 
+def expected_inputs(profile: Profile) -> dict[str, dict[str, list[int | None]]]:
+    """The fixed input dims each network must have for ``profile`` (None: dynamic)."""
+    p = profile
+    return {
+        "resnet18": {"faces": [None, 3, p.vision.face_size, p.vision.face_size]},
+        "text": {n: [None, p.text.tokens] for n in ("input_ids", "attention_mask", "token_type_ids")},
+        "audio": {"waveform": [None, p.audio.window_samples]},
+        "lfmim": {m: [None, p.lfmim.spec(m).length, p.lfmim.spec(m).dim] for m in ("text", "audio", "vision")},
+    }
+
+
+def _check_shapes(folder: Path, manifest: dict[str, Any], profile: Profile) -> None:
+    from edge.errors import EngineIncompatible
+
+    for net, inputs in expected_inputs(profile).items():
+        have = manifest.get("networks", {}).get(net, {}).get("inputs")
+        if have is None:
+            continue
+        for name, dims in inputs.items():
+            got = have.get(name)
+            ok = got is not None and len(got) == len(dims) and all(
+                d is None or g == d for d, g in zip(dims, got))
+            if not ok:
+                raise EngineIncompatible(
+                    f"{folder}: {net} takes {name} of shape {got}, but profile {profile.name!r} needs "
+                    f"{['batch' if d is None else d for d in dims]}; the ONNX files do not match the profile; "
+                    f"rebuild with: {manifest.get('rebuild')}")
+
+
 def open_engines(profile: str | Profile, *, target: str = "cpu", root: str | Path = "engines",
                  device: str | None = None, threads: int | None = None, networks: tuple[str, ...] = NETWORKS,
                  directory: str | Path | None = None) -> EngineSet:
@@ -90,6 +119,7 @@ def open_engines(profile: str | Profile, *, target: str = "cpu", root: str | Pat
     missing = [n for n in networks if n not in manifest.get("networks", {})]
     if missing:
         raise InputError(f"{folder}: the build has no {', '.join(missing)}; rebuild with: {manifest.get('rebuild')}")
+    _check_shapes(folder, manifest, prof)
     engines = EngineSet(folder, manifest, prof)
     dev = device or ("cuda" if target == "gpu" else "cpu")
     try:
