@@ -254,11 +254,11 @@ def test_manifest_reader_defaults_vocabularies_and_per_modality_labels(tmp_path)
     manifest = write_manifest(tmp_path / "clips.csv", [
         {"path": "a.mp4", "label_text": "NEU", "label_audio": "", "label_vision": "HAP", "label": "ANG",
          "transcript": "  hello  ", "fold": "dev"},
-        {"path": "/abs/b.wav", "label_multimodal": "sad"},
+        {"path": "/abs/b.wav", "label_multimodal": "SUR"},
     ], ("path", "label_text", "label_audio", "label_vision", "label_multimodal", "label", "transcript", "fold"))
-    with pytest.raises(InputError, match=r"unknown crema-d label 'sad' in .*clips\.csv:3"):
+    with pytest.raises(InputError, match=r"unknown crema-d label 'SUR' in .*clips\.csv:3"):
         read_clip_manifest(manifest, vocabulary="crema-d")
-    rows = manifest.read_text().replace(",sad,", ",SAD,")
+    rows = manifest.read_text().replace(",SUR,", ",sad,")
     manifest.write_text(rows)
     a, b = read_clip_manifest(manifest, vocabulary="crema-d", media_root=tmp_path / "media", split_column="fold")
     assert (a.id, a.path, a.split, a.transcript) == ("a.mp4", tmp_path / "media" / "a.mp4", "dev", "hello")
