@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -48,6 +50,9 @@ def media(tmp_path_factory) -> dict[str, Path]:
     """Clips made on the spot: spoken words over a moving gradient, the same words as audio only, a silent video."""
     from edge.testmedia import make_clip, synth_speech
 
+    missing = [t for t in ("ffmpeg", "ffprobe", "espeak-ng") if shutil.which(t) is None]
+    if missing:
+        pytest.skip(f"making test media needs {', '.join(missing)} (apt-get install ffmpeg espeak-ng)")
     d = tmp_path_factory.mktemp("media")
     wav = synth_speech("Kids are talking by the door", d / "speech.wav")
     return {"speech_clip": make_clip(d / "speech.mp4", seconds=1.5, audio_wav=wav),
@@ -172,9 +177,11 @@ def test_stored_features_equal_the_run_path(extracted, build_dir):
 
 
 def test_broken_clips_are_listed_and_the_others_written(build_dir, media, crema_rows, tmp_path, capsys):
-    from edge.testmedia import truncate
+    from edge.testmedia import remux_faststart, truncate
 
-    truncated = truncate(crema_rows[0]["path"], tmp_path / "truncated.mp4", 0.4)
+    # Index at the front: the truncated copy opens, and decoding stops half way.
+    whole = remux_faststart(crema_rows[0]["path"], tmp_path / "whole.mp4")
+    truncated = truncate(whole, tmp_path / "truncated.mp4", 0.5)
     text = tmp_path / "notes.mp4"
     text.write_text("this is not a video\n" * 50)
     rows = [{"path": str(media["speech_wav"]), "id": "audio-only", "label": "happiness"},
@@ -190,6 +197,7 @@ def test_broken_clips_are_listed_and_the_others_written(build_dir, media, crema_
     errors = [json.loads(line) for line in (out / cli.ERRORS_FILE).read_text().splitlines()]
     assert [e["id"] for e in errors] == ["truncated", "text", "missing"]
     assert all("\n" not in e["message"] and e["line"].startswith(str(manifest)) for e in errors)
+    assert "truncated" in errors[0]["message"] and "not a media file" in errors[1]["message"]
     assert "not found" in errors[2]["message"] and "gone.mp4" in errors[2]["message"]
     store = FeatureStore(out)
     assert sorted(store.split("train").ids) == ["audio-only", "silent"]
@@ -233,8 +241,6 @@ def test_bad_manifest_exits_2_with_one_line(tmp_path, capsys, columns, rows, mat
     err = capsys.readouterr().err.strip()
     assert rc == 2
     assert len(err.splitlines()) == 1 and err.startswith("edge-extract: error: ")
-    import re
-
     assert re.search(match, err), err
     assert not (tmp_path / "store").exists()
 
@@ -299,3 +305,17 @@ def test_edge_train_runs_on_the_extracted_store(extracted, tmp_path):
                      "-q"])
     assert rc == 0
     assert (out / "best.safetensors").is_file() and (out / "history.jsonl").is_file()
+
+
+def test_long_clips_keep_only_the_sampled_frames(crema_rows):
+    from edge.features.vision_pre import sample_frames
+    from edge.train.clips import read_clip_frames
+
+    path = Path(crema_rows[0]["path"])
+    whole = read_clip_frames(path, fps=16.0, segments=4, per_segment=2)
+    picked = read_clip_frames(path, fps=16.0, segments=4, per_segment=2, budget_bytes=1)  # forces two passes
+    assert isinstance(whole, list) and len(picked) == len(whole) > 8
+    for i in sample_frames(len(whole), 4, 2).tolist():
+        np.testing.assert_array_equal(picked[i], whole[i])
+    with pytest.raises(IndexError):
+        picked[len(whole) + 5]

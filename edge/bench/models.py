@@ -23,7 +23,7 @@ import numpy as np
 
 from edge._lazy import lazy_import
 from edge.bench.feeds import PNET_FRAME, fixed_batch, make_feeds, pnet_size, vocab_size
-from edge.bench.system import CudaMemory, PeakRss, machine_info, rss_mb
+from edge.bench.system import CudaMemory, PeakRss, machine_info, release_free_memory, rss_mb
 from edge.bench.variants import Capabilities, Variant, check_file, plan_variants
 from edge.errors import EngineIncompatible, InputError
 from edge.profile import Profile, load_profile, profile_hash, shipped_profiles
@@ -113,6 +113,7 @@ def _measure_variant(variant: Variant, build: dict[str, Any], ctx: dict[str, Any
                      tick: Callable[[], None]) -> list[dict[str, Any]]:
     """Rows for every batch size of one variant (a failed open gives one failed row)."""
     directory, batches = Path(build["dir"]), opts["batches"]
+    release_free_memory()
     reference, gpu_reference = rss_mb(), CudaMemory.used_mb() if variant.device == "cuda" else None
     try:
         handle, specs, bind = _open(variant, directory, ctx, opts["threads"])
@@ -267,7 +268,7 @@ def to_markdown(result: dict[str, Any]) -> str:
     """A caption and a markdown table with one line per row of ``result``."""
     m, s = result.get("machine", {}), result.get("settings", {})
     caption = (f"CPU: {m.get('cpu')} ({m.get('usable_cores')} usable of {m.get('cores')} cores); GPU: "
-               f"{m.get('gpu') or 'none'}; threads {s.get('threads')}; warm-up {s.get('warmup')}, "
+               f"{m.get('gpu') or 'none'}; load average at start {m.get('load_average')}; threads {s.get('threads')}; warm-up {s.get('warmup')}, "
                f"{s.get('repeats')} timed runs; P-Net at a {'x'.join(map(str, s.get('pnet_frame_wh', [])))} frame's "
                "first pyramid level.")
     lines = [caption, "",

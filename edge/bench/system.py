@@ -7,6 +7,8 @@ allowed it falls back to ``resource.getrusage``'s lifetime peak, which then only
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import importlib.metadata
 import logging
 import os
@@ -57,9 +59,11 @@ def package_versions() -> dict[str, str | None]:
 
 
 def machine_info() -> dict[str, Any]:
-    """CPU model, logical cores, usable cores, GPU, OS, Python and package versions."""
+    """CPU model, logical cores, usable cores, load average (other work competing for the cores), GPU, OS, Python
+    and package versions."""
+    load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable, "gpu": gpu_name(),
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "usable_cores": usable, "load_average": load, "gpu": gpu_name(),
             "machine": platform.machine(), "system": platform.platform(), "python": platform.python_version(),
             "packages": package_versions()}
 
@@ -72,6 +76,16 @@ def _status_mb(key: str) -> float | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def release_free_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS (glibc ``malloc_trim``), so the RSS measured next
+    is not inflated by memory a previous model left in the allocator's free lists."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def rss_mb() -> float:
