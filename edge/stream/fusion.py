@@ -1,0 +1,101 @@
+"""Fusion on a clock tick: the latest window of every stage -> LFMIM -> an :class:`Estimate`.
+
+A modality is available when the window holds evidence for it: a face in at least one frame (vision), speech
+known to the voice activity detector (audio), a transcript of speech that ended within ``text_window`` seconds
+(text).  See :mod:`edge.stream.estimate` for what an unavailable modality means for the estimate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from edge.stream.estimate import Estimate, Smoother, make_estimate
+from edge.stream.stages import ASRStage, AudioStage, VisionStage
+
+
+class Fusion:
+    def __init__(self, extractors: Any, vision: VisionStage | None, audio: AudioStage | None, asr: ASRStage | None,
+                 smoother: Smoother, *, window_s: float, text_window_s: float) -> None:
+        self.x = extractors
+        self.profile = extractors.profile
+        self.vision, self.audio, self.asr = vision, audio, asr
+        self.smoother = smoother
+        self.window_s, self.text_window_s = window_s, text_window_s
+        self._text_cache: tuple[str, np.ndarray] | None = None
+        self.index = 0
+        self.compute_s = {"audio_encoder": 0.0, "text_encoder": 0.0, "lfmim": 0.0}
+
+    def _vision(self, t: float) -> tuple[np.ndarray, bool, float | None, dict[str, int]]:
+        from edge.features.vision_pre import sample_frames
+
+        p = self.profile.vision
+        feats = np.zeros((p.frames, p.dim), np.float32)
+        if self.vision is None:
+            return feats, False, None, {"frames": 0, "with_face": 0}
+        frames = self.vision.ring.window(t, self.window_s)
+        with_face = [f for f in frames if f.feature is not None]
+        if with_face:
+            for row, i in enumerate(sample_frames(len(frames), p.segments, p.per_segment).tolist()):
+                if frames[i].feature is not None:
+                    feats[row] = frames[i].feature
+        age = t - with_face[-1].t if with_face else None
+        return feats, bool(with_face), age, {"frames": len(frames), "with_face": len(with_face)}
+
+    def _audio(self, t: float) -> tuple[np.ndarray, bool, float | None, float]:
+        p = self.profile.audio
+        if self.audio is None:
+            return np.zeros((p.frames, p.dim), np.float32), False, None, 0.0
+        speech = self.audio.speech_in(t - self.window_s, t, known_by=t) if self.audio.segmenter is not None else True
+        if not speech:
+            return np.zeros((p.frames, p.dim), np.float32), False, None, 0.0
+        samples = self.audio.ring.window(t, self.window_s)
+        started = time.perf_counter()
+        feats = self.x.audio(samples)
+        spent = time.perf_counter() - started
+        last = self.audio.last_speech(t) if self.audio.segmenter is not None else t
+        return feats, samples.size > 0, None if last is None else max(0.0, t - last), spent
+
+    def _text(self, t: float) -> tuple[np.ndarray, bool, float | None, str, float]:
+        recent = self.asr.recent(t, self.text_window_s) if self.asr is not None else []
+        text = " ".join(tr.text for tr in recent)
+        spent = 0.0
+        if self._text_cache is None or self._text_cache[0] != text:
+            started = time.perf_counter()
+            self._text_cache = (text, self.x.text([text])[0])  # re-encoded only when the transcript changes
+            spent = time.perf_counter() - started
+        age = t - recent[-1].end if recent else None
+        return self._text_cache[1], bool(text), age, text, spent
+
+    def tick(self, t: float, *, clock_now: Any = None, newest_capture: float | None = None,
+             dropped: dict[str, float] | None = None) -> Estimate:
+        """The estimate at capture time ``t`` (uses only what was known by ``t``).
+
+        With ``clock_now`` (the run's clock, live runs) and ``newest_capture`` (capture time of the newest sample
+        used), the end-to-end latency is measured when the estimate is complete.
+        """
+        started = time.perf_counter()
+        vision, v_ok, v_age, faces = self._vision(t)
+        audio, a_ok, a_age, a_s = self._audio(t)
+        text, t_ok, t_age, transcript, t_s = self._text(t)
+        fused_started = time.perf_counter()
+        probs = self.x.fuse(text, audio, vision)
+        l_s = time.perf_counter() - fused_started
+        available = {"text": t_ok, "audio": a_ok, "vision": v_ok}
+        raw = {"text": probs["t"] if t_ok else None, "audio": probs["a"] if a_ok else None,
+               "vision": probs["v"] if v_ok else None, "fused": probs["m"] if any(available.values()) else None}
+        for name, value in (("audio_encoder", a_s), ("text_encoder", t_s), ("lfmim", l_s)):
+            self.compute_s[name] += value
+        latency = {"audio_encoder": a_s * 1e3, "text_encoder": t_s * 1e3, "lfmim": l_s * 1e3,
+                   "tick": (time.perf_counter() - started) * 1e3}
+        emitted_at = clock_now() if clock_now is not None else t
+        if clock_now is not None and newest_capture is not None:
+            latency["end_to_end"] = max(0.0, emitted_at - newest_capture) * 1e3
+        estimate = make_estimate(self.index, time=emitted_at, media_time=t,
+                                 classes=tuple(self.profile.classes), raw=raw, smoother=self.smoother,
+                                 available=available, age_s={"text": t_age, "audio": a_age, "vision": v_age},
+                                 transcript=transcript, latency_ms=latency, faces=faces, dropped=dropped)
+        self.index += 1
+        return estimate

@@ -1,0 +1,254 @@
+"""The live loop's stages, each in its own thread, fed by bounded queues.
+
+- :class:`VisionStage`: frames -> face detection + alignment -> encoder -> a timestamped ring of embeddings
+  (frames without a face are marked, not invented).  With ``detect_every`` > 1 the face box found on one frame
+  is reused (tracked) for the next frames and only re-detected every N frames, the main cost saver on a CPU.
+- :class:`AudioStage`: audio chunks -> the audio ring, voice activity detection -> speech segments for ASR.
+- :class:`ASRStage`: speech segments -> transcripts (final, and partial on request).
+
+Each stage keeps a *watermark*: the capture time up to which it has processed its input.  The fusion scheduler
+uses the watermarks to make ``--speed max`` replays deterministic (a tick at media time T waits until every
+stage has processed everything up to T); live runs never wait.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from edge.stream.queues import Closed, EndOfStream
+from edge.stream.rings import AudioRing, FrameEntry, FrameRing
+
+log = logging.getLogger("edge")
+POLL_S = 0.05
+
+
+class Stage:
+    """A worker thread over one input queue; subclasses implement :meth:`handle` and may override :meth:`finish`."""
+
+    name = "stage"
+
+    def __init__(self, inbox: Any) -> None:
+        self.inbox = inbox
+        self.watermark = float("-inf")
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+        self.busy_s = 0.0
+        self.items = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._main, name=f"edge-{self.name}", daemon=True)
+
+    def start(self) -> "Stage":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _main(self) -> None:
+        try:
+            while not self._stop.is_set():
+                try:
+                    item = self.inbox.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                except Closed:
+                    break
+                if isinstance(item, EndOfStream):
+                    break
+                started = time.perf_counter()
+                self.handle(item)
+                self.busy_s += time.perf_counter() - started
+                self.items += 1
+        except BaseException as exc:  # a stage must never die silently: the scheduler reports it
+            log.exception("%s stage failed", self.name)
+            self.error = exc
+        finally:
+            try:
+                self.finish()
+            finally:
+                self.watermark = float("inf")
+                self.done.set()
+
+    def handle(self, item: Any) -> None:
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called once at the end of the input (or on stop)."""
+
+
+class VisionStage(Stage):
+    name = "vision"
+
+    def __init__(self, inbox: Any, extractors: Any, ring: FrameRing, *, detect_every: int = 1) -> None:
+        super().__init__(inbox)
+        self.extractors, self.ring = extractors, ring
+        self.detect_every = max(1, int(detect_every))
+        self._since_detect = 0
+        self._track: tuple[float, float, float, float] | None = None
+        self.faces = self.frames = 0
+        self.latest_box: tuple[float, float, float, float] | None = None
+        self.latest_frame: np.ndarray | None = None
+
+    def _aligned(self, rgb: np.ndarray) -> tuple[np.ndarray | None, tuple | None, float]:
+        if self._track is not None and self._since_detect < self.detect_every:
+            from edge.features.align import crop_face
+
+            self._since_detect += 1
+            return crop_face(rgb, self._track, self.extractors.profile.vision.face_size), self._track, 1.0
+        crop = self.extractors.face(rgb)
+        self._since_detect = 1
+        self._track = crop.box if self.detect_every > 1 else None
+        return crop.aligned, crop.box, crop.score
+
+    def handle(self, item: Any) -> None:
+        t, rgb = item
+        aligned, box, score = self._aligned(rgb)
+        feature = None if aligned is None else self.extractors.face_features(aligned[None])[0]
+        self.frames += 1
+        self.faces += aligned is not None
+        self.latest_box, self.latest_frame = box, rgb
+        self.ring.push(FrameEntry(t, feature, box, score))
+        self.watermark = t
+
+
+@dataclass
+class SpeechSegment:
+    start: float
+    end: float
+    audio: np.ndarray
+    known_at: float = float("-inf")
+    final: bool = True
+
+
+class AudioStage(Stage):
+    """Audio into the ring and through VAD; finished speech segments go to ``asr_queue``.
+
+    Every VAD event is stamped with the capture time at which it became known (the end of the chunk that
+    revealed it), so a tick at time T can use exactly what was known by T, whatever the thread timing.
+    """
+
+    name = "audio"
+
+    def __init__(self, inbox: Any, ring: AudioRing, segmenter: Any | None, asr_queue: "queue.Queue | None") -> None:
+        super().__init__(inbox)
+        self.ring, self.segmenter, self.asr_queue = ring, segmenter, asr_queue
+        self.speech: list[tuple[float, float, float]] = []  # finished speech (start, end, known_at)
+        self.speech_open: tuple[float, float] | None = None  # ongoing speech (start, known_at)
+        self.segments_known: list[float] = []  # known_at of each segment sent to ASR, in order
+        self._lock = threading.Lock()
+        self._now = float("-inf")
+
+    def handle(self, item: Any) -> None:
+        t, chunk = item
+        self.ring.push(t, chunk)
+        self._now = t + len(chunk) / self.ring.rate
+        if self.segmenter is not None:
+            for event in self.segmenter.push(chunk, t):
+                self._event(event)
+        self.watermark = self._now
+
+    def _event(self, event: Any) -> None:
+        kind = type(event).__name__
+        with self._lock:
+            if kind == "SpeechStart":
+                self.speech_open = (float(event.t), self._now)
+            elif kind == "SpeechEnd":
+                start = self.speech_open[0] if self.speech_open else float(getattr(event, "start", event.t))
+                self.speech.append((start, float(event.t), self._now))
+                del self.speech[:-256]
+                self.speech_open = None
+                if self.asr_queue is not None:
+                    self.segments_known.append(self._now)
+                    self.asr_queue.put(SpeechSegment(start, float(event.t), np.asarray(event.audio, np.float32),
+                                                    known_at=self._now))
+
+    def finish(self) -> None:
+        if self.segmenter is not None:
+            for event in self.segmenter.flush():
+                self._event(event)
+
+    def speech_in(self, t0: float, t1: float, *, known_by: float) -> bool:
+        """Was speech known by ``known_by`` to lie in (t0, t1]?"""
+        with self._lock:
+            if self.speech_open is not None and self.speech_open[1] <= known_by and self.speech_open[0] <= t1:
+                return True
+            return any(s < t1 and e > t0 and k <= known_by for s, e, k in self.speech)
+
+    def last_speech(self, known_by: float) -> float | None:
+        """End of the newest speech known by ``known_by`` (``known_by`` itself while speech goes on)."""
+        with self._lock:
+            if self.speech_open is not None and self.speech_open[1] <= known_by:
+                return known_by
+            ends = [e for s, e, k in self.speech if k <= known_by]
+            return max(ends) if ends else None
+
+    def segments_known_by(self, t: float) -> int:
+        with self._lock:
+            return sum(1 for k in self.segments_known if k <= t)
+
+
+@dataclass
+class Transcript:
+    start: float
+    end: float
+    text: str
+    final: bool
+    seconds: float
+    known_at: float
+
+
+class ASRStage(Stage):
+    """Speech segments -> transcripts, kept in order of their end time."""
+
+    name = "asr"
+
+    def __init__(self, inbox: "queue.Queue", asr: Any) -> None:
+        super().__init__(inbox)
+        self.asr = asr
+        self.transcripts: list[Transcript] = []
+        self._lock = threading.Lock()
+        self.pending = 0
+
+    def handle(self, item: SpeechSegment) -> None:
+        started = time.perf_counter()
+        result = self.asr.transcribe(item.audio)
+        text = (getattr(result, "text", result) or "").strip()
+        with self._lock:
+            self.transcripts.append(Transcript(item.start, item.end, text, item.final, time.perf_counter() - started,
+                                               item.known_at))
+            del self.transcripts[:-64]
+        self.watermark = item.end
+
+    def recent(self, t_end: float, seconds: float) -> list[Transcript]:
+        """Transcripts known by ``t_end`` whose speech ended within the last ``seconds``."""
+        with self._lock:
+            return [tr for tr in self.transcripts if tr.text and tr.known_at <= t_end and tr.end > t_end - seconds]
+
+
+@dataclass
+class StageTimes:
+    """Compute seconds per stage, for latency and real-time-factor reports."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def add(self, name: str, value: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + value
+
+
+def timed(times: StageTimes, name: str, fn: Callable[[], Any]) -> tuple[Any, float]:
+    started = time.perf_counter()
+    out = fn()
+    elapsed = time.perf_counter() - started
+    times.add(name, elapsed)
+    return out, elapsed
