@@ -198,7 +198,7 @@ def test_replay_max_on_real_crema_clip(shared_data):
         pytest.skip(f"{path} not found")
     src, video, audio, _, _, _ = _replay(path, speed="max")
     frames, _ = _check_replay(path, video, audio)
-    assert frames[0].data.shape[:2] == (360, 480) or frames[0].data.size > 0
+    assert frames[0].data.shape == (360, 480, 3) and src.errors == []
 
 
 @needs_media
@@ -391,11 +391,13 @@ def test_streaming_resampler_matches_offline_resample():
 def test_microphone_without_device_or_portaudio_is_one_line_error():
     try:
         import sounddevice as sd
-    except ImportError:  # no package, or no PortAudio library (OSError is an ImportError? no: handled below)
-        sd = None
-    except OSError:
-        sd = None
-    if sd is not None and any(d["max_input_channels"] > 0 for d in sd.query_devices()):
+
+        has_mic = any(d["max_input_channels"] > 0 for d in sd.query_devices())
+    except (ImportError, OSError):  # no package, or no PortAudio library (OSError)
+        has_mic = False
+    except Exception:  # noqa: BLE001 - PortAudioError: no audio system at all
+        has_mic = False
+    if has_mic:
         pytest.skip("this machine has a microphone")
     mic = MicrophoneSource(clock=MonotonicClock(), queue=AudioQueue(1.0))
     with pytest.raises((InputError, MissingDependency), match="microphone|sounddevice") as info:

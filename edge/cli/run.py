@@ -1,0 +1,107 @@
+"""edge-run: live multimodal emotion recognition from a camera and microphone, or a replayed file."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import signal
+import sys
+import threading
+
+from edge.cli._common import add_dataclass_flags, dataclass_overrides, run_main, setup_logging
+from edge.stream.config import HELP, RunConfig
+
+log = logging.getLogger("edge")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="edge-run",
+        description="Capture webcam frames and microphone audio (or replay a file), recognise speech, and emit "
+                    "rolling per-modality (text, audio, vision) and fused emotion estimates with LFMIM.",
+        epilog="Examples:\n  edge-run --camera 0\n  edge-run --video clip.mp4 --jsonl -\n"
+               "  edge-run --video clip.mp4 --speed max --jsonl out.jsonl --no-view\n  edge-run --list-devices",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    fields = add_dataclass_flags(p, RunConfig, HELP)
+    p.set_defaults(_fields=fields)
+    out = p.add_argument_group("output")
+    out.add_argument("--jsonl", default=None, help="write one JSON object per estimate to FILE, or - for stdout")
+    out.add_argument("--show", action="store_true", help="overlay window: face box, bars, transcript")
+    out.add_argument("--no-view", action="store_true", help="no live terminal view")
+    out.add_argument("--summary-json", default=None, help="also write the end-of-run summary to FILE")
+    p.add_argument("--list-devices", action="store_true", help="list microphones and exit")
+    p.add_argument("-q", "--quiet", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(quiet=args.quiet)
+
+    def body() -> int:
+        if args.list_devices:
+            from edge.stream.microphone import list_devices
+
+            print(list_devices())
+            return 0
+        from edge.stream.recognizer import Recognizer, check_sources
+
+        config = RunConfig(**dataclass_overrides(args, args._fields))
+        check_sources(config)
+        sinks = []
+        if args.jsonl:
+            from edge.sinks.jsonl import JsonlSink
+
+            sinks.append(JsonlSink(args.jsonl))
+        if not args.no_view and args.jsonl != "-":
+            from edge.sinks.terminal import TerminalView
+
+            sinks.append(TerminalView())
+        recognizer = Recognizer(config)
+        stopping = threading.Event()
+
+        def interrupt(signum, frame):  # Ctrl-C: stop cleanly, flush every sink, print the summary
+            stopping.set()
+
+        previous = signal.signal(signal.SIGINT, interrupt) if threading.current_thread() is threading.main_thread() else None
+        try:
+            recognizer.start()
+            if args.show:
+                from edge.sinks.overlay import OverlayWindow
+
+                sinks.append(OverlayWindow(lambda: (recognizer.vision.latest_frame, recognizer.vision.latest_box),
+                                           on_quit=stopping.set))
+            for sink in sinks:
+                recognizer.on_estimate(sink)
+            while not recognizer.wait(0.1):
+                if stopping.is_set():
+                    break
+        finally:
+            recognizer.stop()
+            for sink in sinks:
+                sink.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        summary = recognizer.summary()
+        text = json.dumps({"summary": summary}, ensure_ascii=False)
+        if args.summary_json:
+            from edge.model.checkpoint import write_text_atomic
+
+            write_text_atomic(args.summary_json, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
+        print(text, file=sys.stderr)
+        for error in summary["errors"]:
+            print(f"edge-run: {error}", file=sys.stderr)
+        return 1 if summary["errors"] else 0
+
+    return run_main("edge-run", body)
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in dataclasses.fields(RunConfig)]
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

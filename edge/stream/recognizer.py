@@ -1,0 +1,340 @@
+"""The Python API of the live loop: a :class:`Recognizer` to embed in a kiosk application.
+
+    from edge.stream import Recognizer, RunConfig
+
+    with Recognizer(RunConfig(camera="0")) as rec:          # starts capture, stages and fusion threads
+        rec.on_estimate(lambda e: print(e.label(), e.confidence()))   # called on a dispatcher thread
+        for estimate in rec.estimates():                    # or iterate (blocks; ends with the stream)
+            ...
+        # rec.latest() never blocks: safe to poll from a UI thread
+
+Threads: one per source, one per stage (vision, audio, ASR), one for fusion ticks and one that delivers
+estimates to callbacks and iterators, so a slow callback never stalls recognition.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import queue
+import threading
+import time
+from typing import Any, Callable, Iterator
+
+from edge.errors import InputError
+from edge.stream.config import RunConfig
+from edge.stream.estimate import Estimate, Smoother
+from edge.stream.queues import AudioQueue, DropOldestQueue
+from edge.stream.rings import AudioRing, FrameRing
+from edge.stream.stages import ASRStage, AudioStage, VisionStage
+
+log = logging.getLogger("edge")
+_END = object()
+KEEP_MARGIN_S = 10.0
+
+
+class Recognizer:
+    def __init__(self, config: RunConfig, *, engines: Any = None, asr: Any = None) -> None:
+        self.config = config
+        self._engines = engines
+        self._owns_engines = engines is None
+        self._asr = asr
+        self._callbacks: list[Callable[[Estimate], None]] = []
+        self._subscribers: list[queue.Queue] = []
+        self._latest: Estimate | None = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self.finished = threading.Event()
+        self.estimates_emitted = 0
+        self.history: list[dict[str, float]] = []  # per-estimate latency figures for the summary
+        self.errors: list[str] = []
+        self._threads: list[threading.Thread] = []
+        self.sources: list[Any] = []
+        self.started_wall: float | None = None
+        self.media_seconds = 0.0
+
+    # -- set-up ------------------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        from edge.features.extractors import Extractors
+        from edge.runtime.engines import open_engines
+        from edge.stream.clock import MediaClock, MonotonicClock
+
+        c = self.config
+        if self._engines is None:
+            self._engines = open_engines(c.profile, target=c.target, root=c.engines_root,
+                                         directory=c.engines or None, threads=c.threads or None)
+        self.extractors = Extractors(self._engines)
+        p = self.extractors.profile
+        self.rate = c.rate or p.stream.rate_hz
+        self.window = c.window or p.stream.window_s
+        self.fps = c.fps or p.vision.fps
+        self.clock = MediaClock() if c.speed == "max" else MonotonicClock()
+        keep = self.window + KEEP_MARGIN_S
+        self.video_q = DropOldestQueue(8)
+        self.audio_q = AudioQueue(max_seconds=30.0, sample_rate=p.audio.sample_rate)
+        self.frame_ring = FrameRing(keep)
+        self.audio_ring = AudioRing(keep, p.audio.sample_rate)
+        self.asr_q: queue.Queue = queue.Queue()
+        segmenter = self._segmenter()
+        asr = self._asr if self._asr is not None else self._open_asr()
+        self.vision = VisionStage(self.video_q, self.extractors, self.frame_ring, detect_every=c.detect_every)
+        self.audio = AudioStage(self.audio_q, self.audio_ring, segmenter, self.asr_q if asr is not None else None)
+        self.asr = ASRStage(self.asr_q, asr) if asr is not None else None
+        self.smoother = Smoother(c.smoothing, alpha=c.alpha)
+        from edge.stream.fusion import Fusion
+
+        self.fusion = Fusion(self.extractors, self.vision, self.audio, self.asr, self.smoother,
+                             window_s=self.window, text_window_s=c.text_window)
+        self.sources = self._sources()
+        self._outbox: queue.Queue = queue.Queue()
+        if not self.sources_have_video:
+            self.video_q.close()  # nothing will arrive: let the vision stage finish at once
+
+    def _segmenter(self) -> Any:
+        from edge.stream.vad import SileroVAD, VADSegmenter
+
+        return VADSegmenter(SileroVAD(threads=1), threshold=self.config.vad_threshold)
+
+    def _open_asr(self) -> Any:
+        c = self.config
+        if c.asr == "none":
+            return None
+        from edge.stream.asr import open_asr
+
+        options: dict[str, Any] = {}
+        if c.asr_model:
+            options["model_dir"] = c.asr_model
+        if c.language:
+            options["language"] = c.language
+        return open_asr(c.asr, **options)
+
+    def _sources(self) -> list[Any]:
+        from edge.stream.sources import CameraSource, FileReplaySource
+
+        c = self.config
+        on_error = self._source_error
+        self.sources_have_video = not c.audio
+        if c.video or c.audio:
+            path = c.video or c.audio
+            return [FileReplaySource(path, speed=c.speed, clock=self.clock, video_queue=self.video_q if c.video else None,
+                                     audio_queue=self.audio_q, fps=self.fps, on_error=on_error)]
+        from edge.stream.microphone import MicrophoneSource
+
+        camera = CameraSource(c.camera or "0", clock=self.clock, queue=self.video_q, fps=self.fps, on_error=on_error)
+        mic = MicrophoneSource(c.mic or None, clock=self.clock, queue=self.audio_q, on_error=on_error)
+        return [camera, mic]
+
+    def _source_error(self, error: Exception) -> None:
+        self.errors.append(str(error))
+
+    # -- life cycle --------------------------------------------------------------------------------------------
+    def start(self) -> "Recognizer":
+        self._open()
+        self.started_wall = time.monotonic()
+        stages = [s for s in (self.vision, self.audio, self.asr) if s is not None]
+        for stage in stages:
+            stage.start()
+        try:
+            for source in self.sources:
+                source.start()
+        except BaseException:
+            self.stop()
+            raise
+        for target, name in ((self._tick_loop, "edge-fusion"), (self._dispatch_loop, "edge-dispatch")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        for source in self.sources:
+            source.stop()
+        for q in (self.video_q, self.audio_q):
+            q.close()
+        for stage in (self.vision, self.audio, self.asr):
+            if stage is not None:
+                stage.stop()
+        for thread in self._threads:
+            thread.join(timeout)
+        for stage in (self.vision, self.audio, self.asr):
+            if stage is not None:
+                stage.join(timeout)
+        if self._owns_engines and self._engines is not None:
+            self._engines.close()
+
+    def __enter__(self) -> "Recognizer":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    # -- consumers ---------------------------------------------------------------------------------------------
+    def on_estimate(self, callback: Callable[[Estimate], None]) -> None:
+        """Call ``callback(estimate)`` for every estimate, on the dispatcher thread (exceptions are logged)."""
+        self._callbacks.append(callback)
+
+    def estimates(self, timeout: float | None = None) -> Iterator[Estimate]:
+        """Every estimate from now on, until the stream ends or ``stop()``; ``timeout`` bounds each wait."""
+        q: queue.Queue = queue.Queue()
+        with self._lock:
+            self._subscribers.append(q)
+        try:
+            while True:
+                try:
+                    item = q.get(timeout=timeout)
+                except queue.Empty:
+                    return
+                if item is _END:
+                    return
+                yield item
+        finally:
+            with self._lock:
+                if q in self._subscribers:
+                    self._subscribers.remove(q)
+
+    def latest(self) -> Estimate | None:
+        return self._latest
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.finished.wait(timeout)
+
+    # -- threads -----------------------------------------------------------------------------------------------
+    def _outbox_put(self, item: Any) -> None:
+        self._outbox.put(item)
+
+    def _dispatch_loop(self) -> None:
+        while True:
+            item = self._outbox.get()
+            with self._lock:
+                subscribers = list(self._subscribers)
+            if item is _END:
+                for q in subscribers:
+                    q.put(_END)
+                self.finished.set()
+                return
+            self._latest = item
+            for q in subscribers:
+                q.put(item)
+            for callback in self._callbacks:
+                try:
+                    callback(item)
+                except Exception:  # a kiosk callback must not stop recognition
+                    log.exception("estimate callback failed")
+
+    def _stages_done(self) -> bool:
+        return all(s.done.is_set() for s in (self.vision, self.audio, self.asr) if s is not None)
+
+    def _sources_done(self) -> bool:
+        return all(s.finished.is_set() for s in self.sources)
+
+    def _ready(self, t: float) -> bool:
+        """Max-speed replay: has every stage processed everything up to ``t``?"""
+        if self.vision.watermark < t and not self.vision.done.is_set() and self.config.video:
+            return False
+        if self.audio.watermark < t and not self.audio.done.is_set():
+            return False
+        if self.asr is not None and not self.asr.done.is_set():
+            return self.asr.items >= self.audio.segments_known_by(t)
+        return True
+
+    def _emit(self, t: float, *, live: bool) -> None:
+        newest = max(self.frame_ring.watermark, self.audio_ring.watermark)
+        dropped = {"frames": float(self.video_q.dropped), "audio_s": round(self.audio_q.overflow_seconds, 3)}
+        estimate = self.fusion.tick(t, clock_now=self.clock.now if live else None,
+                                    newest_capture=newest if live and math.isfinite(newest) else None,
+                                    dropped=dropped)
+        self.estimates_emitted += 1
+        self.history.append(dict(estimate.latency_ms))
+        del self.history[:-100_000]
+        self.media_seconds = max(self.media_seconds, t - self._t0)
+        self._outbox_put(estimate)
+
+    def _tick_loop(self) -> None:
+        period = 1.0 / self.rate
+        try:
+            if self.config.speed == "max":
+                self._ticks_max(period)
+            else:
+                self._ticks_live(period)
+        except BaseException as exc:
+            log.exception("fusion failed")
+            self.errors.append(f"fusion failed: {exc}")
+        finally:
+            self._outbox_put(_END)
+
+    def _ticks_live(self, period: float) -> None:
+        self._t0 = start = self.clock.now()
+        k = 1
+        deadline = start + self.config.max_seconds if self.config.max_seconds else math.inf
+        while not self._stop.is_set():
+            due = start + k * period
+            self.clock.wait_until(due)
+            if self._stop.is_set():
+                break
+            now = self.clock.now()
+            if now > due + period:  # late: skip the ticks that cannot be on time any more
+                k = int((now - start) / period)
+                due = start + k * period
+            self._emit(now, live=True)
+            k += 1
+            if now >= deadline or (self._sources_done() and self._stages_done()):
+                break
+
+    def _ticks_max(self, period: float) -> None:
+        self._t0 = 0.0
+        k = 1
+        end_of_media = math.inf
+        while not self._stop.is_set():
+            t = k * period
+            if self.config.max_seconds and t > self.config.max_seconds:
+                break
+            while not self._stop.is_set() and not self._ready(t):
+                time.sleep(0.002)
+            if self._stages_done():
+                end_of_media = min(end_of_media, max(self.frame_ring.watermark if math.isfinite(
+                    self.frame_ring.watermark) else 0.0, self.audio_ring.watermark if math.isfinite(
+                    self.audio_ring.watermark) else 0.0))
+            if t > end_of_media + 1e-9:
+                if end_of_media > (k - 1) * period + 1e-6 and not self._stop.is_set():
+                    self._emit(end_of_media, live=False)  # the last partial period of the file
+                break
+            self._emit(t, live=False)
+            k += 1
+
+    # -- reports -----------------------------------------------------------------------------------------------
+    def summary(self) -> dict[str, Any]:
+        import numpy as np
+
+        wall = time.monotonic() - (self.started_wall or time.monotonic())
+        e2e = [h["end_to_end"] for h in self.history if "end_to_end" in h]
+        ticks = [h["tick"] for h in self.history if "tick" in h]
+
+        def pct(values, q):
+            return None if not values else round(float(np.percentile(values, q)), 2)
+
+        stages = {"vision": self.vision.busy_s, "audio_vad": self.audio.busy_s,
+                  "asr": self.asr.busy_s if self.asr else 0.0, **self.fusion.compute_s}
+        media = max(self.media_seconds, 1e-9)
+        return {
+            "estimates": self.estimates_emitted, "wall_seconds": round(wall, 3),
+            "media_seconds": round(self.media_seconds, 3),
+            "end_to_end_ms": {"p50": pct(e2e, 50), "p95": pct(e2e, 95), "p99": pct(e2e, 99)},
+            "tick_ms": {"p50": pct(ticks, 50), "p95": pct(ticks, 95)},
+            "compute_seconds_per_media_second": {k: round(v / media, 4) for k, v in stages.items()},
+            "real_time_factor": round(sum(stages.values()) / media, 4),
+            "frames": self.vision.frames, "frames_with_face": self.vision.faces,
+            "dropped_frames": self.video_q.dropped, "audio_overflow_s": round(self.audio_q.overflow_seconds, 3),
+            "speech_segments": len(self.audio.speech), "transcripts": [t.text for t in self.asr.transcripts] if self.asr else [],
+            "errors": list(self.errors),
+        }
+
+
+def check_sources(config: RunConfig) -> None:
+    """Fail early, in one line, for a replay file that does not exist."""
+    from pathlib import Path
+
+    for name in ("video", "audio"):
+        path = getattr(config, name)
+        if path and not Path(path).exists():
+            raise InputError(f"--{name} {path}: no such file")
