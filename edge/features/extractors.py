@@ -25,6 +25,7 @@ class FaceCrop:
     aligned: np.ndarray | None
     box: tuple[float, float, float, float] | None
     score: float
+    landmarks: np.ndarray | None = None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -103,7 +104,7 @@ class Extractors:
             return FaceCrop(None, None, 0.0)
         best = found[0]
         aligned = align_face(rgb, best.landmarks, self.profile.vision.face_size)
-        return FaceCrop(aligned, tuple(float(v) for v in best.box), float(best.score))
+        return FaceCrop(aligned, tuple(float(v) for v in best.box), float(best.score), np.asarray(best.landmarks))
 
     def face_features(self, faces: np.ndarray) -> np.ndarray:
         """(N, face, face, 3) uint8 aligned faces -> (N, dim) features, in batches."""

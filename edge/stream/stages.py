@@ -1,8 +1,9 @@
 """The live loop's stages, each in its own thread, fed by bounded queues.
 
 - :class:`VisionStage`: frames -> face detection + alignment -> encoder -> a timestamped ring of embeddings
-  (frames without a face are marked, not invented).  With ``detect_every`` > 1 the face box found on one frame
-  is reused (tracked) for the next frames and only re-detected every N frames, the main cost saver on a CPU.
+  (frames without a face are marked, not invented).  With ``detect_every`` > 1 the face found on one frame is
+  tracked: the next N - 1 frames are aligned with its landmarks (faces move little in 1/16 s) and detection runs
+  again every N frames, the main cost saver on a CPU.
 - :class:`AudioStage`: audio chunks -> the audio ring, voice activity detection -> speech segments for ASR.
 - :class:`ASRStage`: speech segments -> transcripts (final, and partial on request).
 
@@ -95,20 +96,21 @@ class VisionStage(Stage):
         self.extractors, self.ring = extractors, ring
         self.detect_every = max(1, int(detect_every))
         self._since_detect = 0
-        self._track: tuple[float, float, float, float] | None = None
+        self._track: Any = None  # the last detection (FaceCrop) reused while tracking
         self.faces = self.frames = 0
         self.latest_box: tuple[float, float, float, float] | None = None
         self.latest_frame: np.ndarray | None = None
 
     def _aligned(self, rgb: np.ndarray) -> tuple[np.ndarray | None, tuple | None, float]:
         if self._track is not None and self._since_detect < self.detect_every:
-            from edge.features.align import crop_face
+            from edge.features.align import align_face
 
             self._since_detect += 1
-            return crop_face(rgb, self._track, self.extractors.profile.vision.face_size), self._track, 1.0
+            track = self._track
+            return align_face(rgb, track.landmarks, self.extractors.profile.vision.face_size), track.box, track.score
         crop = self.extractors.face(rgb)
         self._since_detect = 1
-        self._track = crop.box if self.detect_every > 1 else None
+        self._track = crop if self.detect_every > 1 and crop.aligned is not None else None
         return crop.aligned, crop.box, crop.score
 
     def handle(self, item: Any) -> None:
@@ -143,8 +145,8 @@ class AudioStage(Stage):
     def __init__(self, inbox: Any, ring: AudioRing, segmenter: Any | None, asr_queue: "queue.Queue | None") -> None:
         super().__init__(inbox)
         self.ring, self.segmenter, self.asr_queue = ring, segmenter, asr_queue
-        self.speech: list[tuple[float, float, float]] = []  # finished speech (start, end, known_at)
-        self.speech_open: tuple[float, float] | None = None  # ongoing speech (start, known_at)
+        # speech segments as [start, known_start, end or None, known_end or None], in order
+        self.speech: list[list[Any]] = []
         self.segments_known: list[float] = []  # known_at of each segment sent to ASR, in order
         self._lock = threading.Lock()
         self._now = float("-inf")
@@ -162,35 +164,43 @@ class AudioStage(Stage):
         kind = type(event).__name__
         with self._lock:
             if kind == "SpeechStart":
-                self.speech_open = (float(event.t), self._now)
+                self.speech.append([float(event.t), self._now, None, None])
             elif kind == "SpeechEnd":
-                start = self.speech_open[0] if self.speech_open else float(getattr(event, "start", event.t))
-                self.speech.append((start, float(event.t), self._now))
+                if not self.speech or self.speech[-1][2] is not None:  # an end without a start: start it now
+                    self.speech.append([float(getattr(event, "start", event.t)), self._now, None, None])
+                segment = self.speech[-1]
+                segment[2], segment[3] = float(event.t), self._now
                 del self.speech[:-256]
-                self.speech_open = None
                 if self.asr_queue is not None:
                     self.segments_known.append(self._now)
-                    self.asr_queue.put(SpeechSegment(start, float(event.t), np.asarray(event.audio, np.float32),
-                                                    known_at=self._now))
+                    self.asr_queue.put(SpeechSegment(segment[0], segment[2], np.asarray(event.audio, np.float32),
+                                                     known_at=self._now))
 
     def finish(self) -> None:
         if self.segmenter is not None:
             for event in self.segmenter.flush():
                 self._event(event)
+        if self.asr_queue is not None:
+            self.asr_queue.put(EndOfStream("audio"))  # the ASR stage ends after the last segment
+
+    def _as_known(self, known_by: float) -> list[tuple[float, float]]:
+        """Speech intervals as they were known at ``known_by`` (ongoing speech ends at ``known_by``)."""
+        out = []
+        for start, known_start, end, known_end in self.speech:
+            if known_start > known_by:
+                continue
+            out.append((start, end if end is not None and known_end <= known_by else known_by))
+        return out
 
     def speech_in(self, t0: float, t1: float, *, known_by: float) -> bool:
         """Was speech known by ``known_by`` to lie in (t0, t1]?"""
         with self._lock:
-            if self.speech_open is not None and self.speech_open[1] <= known_by and self.speech_open[0] <= t1:
-                return True
-            return any(s < t1 and e > t0 and k <= known_by for s, e, k in self.speech)
+            return any(s < t1 and e > t0 for s, e in self._as_known(known_by))
 
     def last_speech(self, known_by: float) -> float | None:
         """End of the newest speech known by ``known_by`` (``known_by`` itself while speech goes on)."""
         with self._lock:
-            if self.speech_open is not None and self.speech_open[1] <= known_by:
-                return known_by
-            ends = [e for s, e, k in self.speech if k <= known_by]
+            ends = [e for _, e in self._as_known(known_by)]
             return max(ends) if ends else None
 
     def segments_known_by(self, t: float) -> int:
