@@ -106,6 +106,12 @@ def open_engines(profile: str | Profile, *, target: str = "cpu", root: str | Pat
 
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     folder = Path(directory) if directory else engine_dir(prof.name, target, root)
+    if not (folder / "manifest.json").is_file():
+        raise InputError(
+            f"no {target} build of profile {prof.name!r} in {folder}; build it with: edge-build --profile "
+            f"{profile if isinstance(profile, str) else prof.source} --precision int8 --target {target}"
+            + ("" if directory else (f" --out-root {root}" if str(root) != "engines" else ""))
+            + " (add --random-weights when the profile's weights are not at hand)")
     gpu = trt_version = None
     if target == "gpu":
         try:

@@ -69,12 +69,13 @@ class Fusion:
         age = t - recent[-1].end if recent else None
         return self._text_cache[1], bool(text), age, text, spent
 
-    def tick(self, t: float, *, clock_now: Any = None, newest_capture: float | None = None,
+    def tick(self, t: float, *, origin: float = 0.0, clock_now: Any = None, newest_capture: float | None = None,
              dropped: dict[str, float] | None = None) -> Estimate:
         """The estimate at capture time ``t`` (uses only what was known by ``t``).
 
         With ``clock_now`` (the run's clock, live runs) and ``newest_capture`` (capture time of the newest sample
-        used), the end-to-end latency is measured when the estimate is complete.
+        used), the end-to-end latency is measured when the estimate is complete.  The estimate reports
+        ``media_time`` and ``time`` relative to ``origin`` (the start of the run).
         """
         started = time.perf_counter()
         vision, v_ok, v_age, faces = self._vision(t)
@@ -93,7 +94,7 @@ class Fusion:
         emitted_at = clock_now() if clock_now is not None else t
         if clock_now is not None and newest_capture is not None:
             latency["end_to_end"] = max(0.0, emitted_at - newest_capture) * 1e3
-        estimate = make_estimate(self.index, time=emitted_at, media_time=t,
+        estimate = make_estimate(self.index, time=emitted_at - origin, media_time=t - origin,
                                  classes=tuple(self.profile.classes), raw=raw, smoother=self.smoother,
                                  available=available, age_s={"text": t_age, "audio": a_age, "vision": v_age},
                                  transcript=transcript, latency_ms=latency, faces=faces, dropped=dropped)

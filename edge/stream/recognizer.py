@@ -129,6 +129,7 @@ class Recognizer:
 
     # -- life cycle --------------------------------------------------------------------------------------------
     def start(self) -> "Recognizer":
+        self.preflight()
         self._open()
         self.started_wall = time.monotonic()
         stages = [s for s in (self.vision, self.audio, self.asr) if s is not None]
@@ -146,19 +147,33 @@ class Recognizer:
             self._threads.append(thread)
         return self
 
+    def preflight(self) -> None:
+        """Check the capture devices before loading models: a missing camera or microphone fails in one line."""
+        c = self.config
+        if c.video or c.audio:
+            check_sources(c)
+            return
+        from edge.stream.microphone import _sounddevice, resolve_device
+        from edge.stream.sources import preflight_camera
+
+        preflight_camera(c.camera or "0")
+        resolve_device(_sounddevice(), c.mic or None)
+
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
         for source in self.sources:
             source.stop()
-        for q in (self.video_q, self.audio_q):
-            q.close()
-        for stage in (self.vision, self.audio, self.asr):
+        for q in (getattr(self, "video_q", None), getattr(self, "audio_q", None)):
+            if q is not None:
+                q.close()
+        stages = [getattr(self, name, None) for name in ("vision", "audio", "asr")]
+        for stage in stages:
             if stage is not None:
                 stage.stop()
         for thread in self._threads:
             thread.join(timeout)
-        for stage in (self.vision, self.audio, self.asr):
-            if stage is not None:
+        for stage in stages:
+            if stage is not None and stage._thread.is_alive():
                 stage.join(timeout)
         if self._owns_engines and self._engines is not None:
             self._engines.close()
@@ -241,7 +256,7 @@ class Recognizer:
     def _emit(self, t: float, *, live: bool) -> None:
         newest = max(self.frame_ring.watermark, self.audio_ring.watermark)
         dropped = {"frames": float(self.video_q.dropped), "audio_s": round(self.audio_q.overflow_seconds, 3)}
-        estimate = self.fusion.tick(t, clock_now=self.clock.now if live else None,
+        estimate = self.fusion.tick(t, origin=self._t0, clock_now=self.clock.now if live else None,
                                     newest_capture=newest if live and math.isfinite(newest) else None,
                                     dropped=dropped)
         self.estimates_emitted += 1
@@ -276,9 +291,15 @@ class Recognizer:
             if now > due + period:  # late: skip the ticks that cannot be on time any more
                 k = int((now - start) / period)
                 due = start + k * period
+            if self._sources_done():
+                # the input ended: let the stages finish what they hold, then one last estimate
+                while not self._stop.is_set() and not self._stages_done():
+                    time.sleep(0.01)
+                self._emit(self.clock.now(), live=True)
+                break
             self._emit(now, live=True)
             k += 1
-            if now >= deadline or (self._sources_done() and self._stages_done()):
+            if now >= deadline:
                 break
 
     def _ticks_max(self, period: float) -> None:

@@ -281,9 +281,29 @@ def _video_devices() -> list[str]:
     return sorted(glob.glob("/dev/video*")) if sys.platform.startswith("linux") else []
 
 
+def _quiet_opencv(cv2: Any) -> None:
+    """OpenCV's own warnings on a failed open would repeat our one-line error on stderr: keep only errors."""
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # OpenCV builds without the logging module
+        pass
+
+
+def preflight_camera(spec: int | str) -> None:
+    """Open and release the camera once, so that a missing camera is reported before anything else starts."""
+    parsed = parse_camera_spec(spec)
+    if parsed.kind in ("file",):
+        return
+    cap = open_capture(parsed)
+    if cap is None:
+        raise _open_error(parsed)
+    cap.release()
+
+
 def open_capture(spec: CameraSpec) -> Any | None:
     """The default opener: an opened ``cv2.VideoCapture`` for ``spec``, or None when it does not open."""
     cv2 = lazy_import("cv2", purpose="camera capture")
+    _quiet_opencv(cv2)
     if spec.kind in ("gstreamer", "csi"):
         cap = cv2.VideoCapture(spec.target, cv2.CAP_GSTREAMER)
     elif spec.kind == "url":
