@@ -124,8 +124,10 @@ class Recognizer:
         mic = MicrophoneSource(c.mic or None, clock=self.clock, queue=self.audio_q, on_error=on_error)
         return [camera, mic]
 
-    def _source_error(self, error: Exception) -> None:
-        self.errors.append(str(error))
+    def _source_error(self, source: Any, error: Exception) -> None:
+        message = str(error)
+        if message not in self.errors:  # the same failure reported by two streams of one file counts once
+            self.errors.append(message)
 
     # -- life cycle --------------------------------------------------------------------------------------------
     def start(self) -> "Recognizer":

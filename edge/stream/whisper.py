@@ -28,6 +28,7 @@ import numpy as np
 from edge._lazy import lazy_import
 from edge.errors import CheckpointError, InputError
 from edge.runtime.factory import open_runner
+from edge.stream.asr import SpeechRecognizer, Transcript, as_samples
 
 log = logging.getLogger("edge")
 
@@ -69,21 +70,12 @@ def pad_or_trim(samples: np.ndarray, length: int = N_SAMPLES) -> np.ndarray:
     return np.pad(samples, (0, length - samples.shape[-1]))
 
 
-def _as_samples(samples: Any) -> np.ndarray:
-    x = np.asarray(samples)
-    if x.ndim != 1 or x.dtype.kind not in "fiu":
-        raise InputError(f"expected mono 16 kHz samples as a 1-D numeric array, got {x.dtype} of shape {x.shape}")
-    if x.dtype.kind in "iu":
-        raise InputError(f"expected float samples in [-1, 1], got {x.dtype}; divide int16 samples by 32768")
-    return x.astype(np.float32, copy=False)
-
-
 def log_mel_spectrogram(samples: Any, mel_filters: np.ndarray) -> np.ndarray:
     """Whisper's log-mel features of 16 kHz mono ``samples``: (n_mels, 3000) float32 (see the module notes).
 
-    ``mel_filters`` is (n_fft // 2 + 1, n_mels), as saved by the export (the feature extractor's ``mel_filters``).
+    ``samples``: shape (n,), float in [-1, 1] or int16 (scaled by 1 / 32768).  ``mel_filters`` is (n_fft // 2 + 1, n_mels), as saved by the export (the feature extractor's ``mel_filters``).
     """
-    x = pad_or_trim(_as_samples(samples)).astype(np.float64)
+    x = pad_or_trim(as_samples(samples)).astype(np.float64)
     if mel_filters.ndim != 2 or mel_filters.shape[0] != N_FFT // 2 + 1:
         raise InputError(f"mel filters must be ({N_FFT // 2 + 1}, n_mels), got {mel_filters.shape}")
     padded = np.pad(x, N_FFT // 2, mode="reflect")
@@ -99,23 +91,12 @@ def log_mel_spectrogram(samples: Any, mel_filters: np.ndarray) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Transcript:
-    """What one ``transcribe`` call produced: the text, the generated token ids (no prefix, no end-of-text), the
-    compute seconds it took, and the language it was decoded as (``None`` for English-only models)."""
+class WhisperTranscript(Transcript):
+    """:class:`edge.stream.asr.Transcript` plus the generated token ids (no prompt, no ``<|endoftext|>``) and the
+    language decoded as (detected when the recogniser's ``language`` is ``None``; ``None`` for English-only models)."""
 
-    text: str
-    tokens: tuple[int, ...]
-    seconds: float
+    tokens: tuple[int, ...] = ()
     language: str | None = None
-
-
-def _base_class() -> type:
-    """``edge.stream.asr.SpeechRecognizer`` when that module exists, else ``object``."""
-    try:
-        from edge.stream.asr import SpeechRecognizer  # type: ignore[attr-defined]
-    except ImportError:
-        return object
-    return SpeechRecognizer
 
 
 # ------------------------------------------------------------------------------------------------- the model
@@ -144,7 +125,7 @@ def read_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-class WhisperASR(_base_class()):  # type: ignore[misc]
+class WhisperASR(SpeechRecognizer):
     """Greedy Whisper speech recognition: ``transcribe(samples16k) -> Transcript``.
 
     ``language``: a code the model knows (``"zh"``, ``"en"``, ...) or ``None`` to detect it per call; ``task``:
@@ -272,10 +253,10 @@ class WhisperASR(_base_class()):  # type: ignore[misc]
                 out = self.decoder_init.infer({"input_ids": sequence, "encoder_hidden_states": hidden})
         return generated
 
-    def transcribe(self, samples16k: Any) -> Transcript:
-        """Recognise 16 kHz mono float samples; audio longer than 30 s is decoded window by window."""
+    def transcribe(self, samples16k: Any) -> WhisperTranscript:
+        """Recognise mono 16 kHz samples (float in [-1, 1] or int16); audio over 30 s is decoded window by window."""
         started = time.perf_counter()
-        samples = _as_samples(samples16k)
+        samples = as_samples(samples16k)
         tokens: list[int] = []
         language = self.language
         for offset in range(0, samples.shape[0], N_SAMPLES):
@@ -284,12 +265,13 @@ class WhisperASR(_base_class()):  # type: ignore[misc]
                 language = self.detect_language(hidden)
             tokens += self.decode(hidden, self.prefix(language))
         text = self.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-        return Transcript(text, tuple(tokens), time.perf_counter() - started, language)
+        return WhisperTranscript(text, seconds=time.perf_counter() - started, duration=samples.size / SAMPLE_RATE,
+                                 tokens=tuple(tokens), language=language)
 
     def __repr__(self) -> str:
         return (f"<WhisperASR {self.model_dir} language={self.language or 'auto'} task={self.task} "
                 f"cache={'on' if self.use_cache else 'off'}>")
 
 
-__all__ = ["N_FRAMES", "N_SAMPLES", "SAMPLE_RATE", "Transcript", "WhisperASR", "hann_window", "log_mel_spectrogram",
+__all__ = ["N_FRAMES", "N_SAMPLES", "SAMPLE_RATE", "WhisperASR", "WhisperTranscript", "hann_window", "log_mel_spectrogram",
            "pad_or_trim", "read_meta"]
