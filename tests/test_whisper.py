@@ -22,6 +22,7 @@ pytest.importorskip("onnxruntime")
 tokenizers = pytest.importorskip("tokenizers")
 
 from edge.errors import CheckpointError, InputError  # noqa: E402
+from edge.stream.asr import SpeechRecognizer, Transcript, open_asr  # noqa: E402
 from edge.stream.whisper import SAMPLE_RATE, WhisperASR, log_mel_spectrogram  # noqa: E402
 
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "kids are talking by the door",
@@ -130,12 +131,15 @@ def test_log_mel_matches_the_feature_extractor(tiny, speech, seconds):
     np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4)
 
 
-def test_log_mel_rejects_bad_input(tiny):
+def test_log_mel_takes_int16_and_rejects_other_shapes(tiny, speech):
     filters = np.load(tiny["onnx"] / "mel_filters.npy")
-    with pytest.raises(InputError, match="1-D"):
+    pcm = np.round(speech * 32767).astype(np.int16)
+    np.testing.assert_allclose(log_mel_spectrogram(pcm, filters),
+                               log_mel_spectrogram(pcm.astype(np.float32) / 32768, filters), rtol=0, atol=1e-6)
+    with pytest.raises(InputError, match="shape"):
         log_mel_spectrogram(np.zeros((2, 100), np.float32), filters)
-    with pytest.raises(InputError, match="int16"):
-        log_mel_spectrogram(np.zeros(100, np.int16), filters)
+    with pytest.raises(InputError, match="mel filters"):
+        log_mel_spectrogram(np.zeros(100, np.float32), filters.T)
 
 
 # ------------------------------------------------------------------------------------------------- export
@@ -179,8 +183,10 @@ def _noise(seconds: float, seed: int = 0) -> np.ndarray:
 def test_greedy_tokens_equal_transformers_generate(tiny, speech, language, source):
     samples = speech if source == "speech" else _noise(1.0)
     expected = _hf_generate(tiny, samples, language)
-    with WhisperASR(tiny["onnx"], language=language, max_new_tokens=MAX_NEW) as asr:
+    with open_asr("whisper", model_dir=tiny["onnx"], language=language, max_new_tokens=MAX_NEW) as asr:
         got = asr.transcribe(samples)
+    assert isinstance(asr, SpeechRecognizer) and isinstance(got, Transcript)
+    assert got.duration == pytest.approx(samples.size / SAMPLE_RATE)
     assert list(got.tokens) == expected
     assert got.text == tiny["tokenizer"].decode(expected, skip_special_tokens=True).strip()
     assert got.language in LANGUAGES and got.seconds > 0
@@ -189,8 +195,8 @@ def test_greedy_tokens_equal_transformers_generate(tiny, speech, language, sourc
 
 
 def test_decoding_stops_at_end_of_text_or_at_the_limit(tiny):
-    """Seeded noise (espeak-ng's output varies by a bit between runs, and random weights are chaotic): with the fixture's
-    weights 'en' decoding of this noise ends with <|endoftext|> after a few tokens, so a lower limit cuts it short."""
+    """Seeded noise (espeak-ng's output varies by a bit between runs, and random weights are chaotic): with the
+    fixture's weights, 'en' decoding of this noise ends with <|endoftext|> after a few tokens; a lower limit cuts it."""
     noise = _noise(1.0)
     expected = _hf_generate(tiny, noise, "en")
     assert 4 < len(expected) < MAX_NEW  # the fixture does what this test needs

@@ -2,7 +2,8 @@
 
 :func:`export_whisper` writes into ``out_dir``:
 
-- ``encoder.onnx``: ``input_features`` float32 (batch, n_mels, 3000) -> ``encoder_hidden_states`` (batch, 1500, d_model);
+- ``encoder.onnx``: ``input_features`` float32 (batch, n_mels, 3000) -> ``encoder_hidden_states``
+  (batch, 1500, d_model);
 - ``decoder_init.onnx``: ``input_ids`` int64 (batch, new_tokens) and ``encoder_hidden_states`` -> ``logits``
   (batch, new_tokens, vocab), the self-attention cache ``present_key_{i}`` / ``present_value_{i}``
   (batch, heads, new_tokens, head_dim) and the cross-attention cache ``cross_key_{i}`` / ``cross_value_{i}``

@@ -73,7 +73,8 @@ def pad_or_trim(samples: np.ndarray, length: int = N_SAMPLES) -> np.ndarray:
 def log_mel_spectrogram(samples: Any, mel_filters: np.ndarray) -> np.ndarray:
     """Whisper's log-mel features of 16 kHz mono ``samples``: (n_mels, 3000) float32 (see the module notes).
 
-    ``samples``: shape (n,), float in [-1, 1] or int16 (scaled by 1 / 32768).  ``mel_filters`` is (n_fft // 2 + 1, n_mels), as saved by the export (the feature extractor's ``mel_filters``).
+    ``samples``: shape (n,), float in [-1, 1] or int16 (scaled by 1 / 32768).  ``mel_filters``: (n_fft // 2 + 1,
+    n_mels), as saved by the export (the feature extractor's ``mel_filters``).
     """
     x = pad_or_trim(as_samples(samples)).astype(np.float64)
     if mel_filters.ndim != 2 or mel_filters.shape[0] != N_FFT // 2 + 1:
@@ -126,7 +127,8 @@ def read_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 class WhisperASR(SpeechRecognizer):
-    """Greedy Whisper speech recognition: ``transcribe(samples16k) -> Transcript``.
+    """Greedy Whisper speech recognition: ``transcribe(samples16k) -> WhisperTranscript`` (the ``"whisper"`` backend
+    of :func:`edge.stream.asr.open_asr`).
 
     ``language``: a code the model knows (``"zh"``, ``"en"``, ...) or ``None`` to detect it per call; ``task``:
     ``"transcribe"`` or ``"translate"``; ``max_new_tokens`` per 30 s window; ``threads``: ONNX Runtime intra-op
@@ -188,12 +190,6 @@ class WhisperASR(SpeechRecognizer):
         for runner in (self.encoder, self.decoder_init, self.decoder_with_past):
             runner.close()
 
-    def __enter__(self) -> WhisperASR:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
     # decoding -------------------------------------------------------------------------------------------------------
     def encode(self, mel: np.ndarray) -> np.ndarray:
         """(n_mels, 3000) log-mel features -> encoder hidden states (1, 1500, d_model)."""
@@ -224,11 +220,10 @@ class WhisperASR(SpeechRecognizer):
             scores[self._begin_suppress] = -np.inf
         return int(np.argmax(scores))
 
-    def _cross(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {f"cross_{kind}_{i}": outputs[f"cross_{kind}_{i}"] for i in range(self._layers) for kind in ("key", "value")}
-
-    def _past(self, outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        return {f"past_{kind}_{i}": outputs[f"present_{kind}_{i}"] for i in range(self._layers) for kind in ("key", "value")}
+    def _cache(self, outputs: dict[str, np.ndarray], source: str, target: str) -> dict[str, np.ndarray]:
+        """Rename a cache: ``{source}_key_{i}`` outputs -> ``{target}_key_{i}`` feeds (values likewise)."""
+        return {f"{target}_{kind}_{i}": outputs[f"{source}_{kind}_{i}"]
+                for i in range(self._layers) for kind in ("key", "value")}
 
     def decode(self, hidden: np.ndarray, prefix: Sequence[int]) -> list[int]:
         """Greedy decoding after ``prefix``: the generated ids, without the final ``<|endoftext|>``."""
@@ -236,7 +231,7 @@ class WhisperASR(SpeechRecognizer):
         eot = self.tokens["endoftext"]
         sequence = np.array([prefix], dtype=np.int64)
         out = self.decoder_init.infer({"input_ids": sequence, "encoder_hidden_states": hidden})
-        cross = self._cross(out)
+        cross = self._cache(out, "cross", "cross")
         generated: list[int] = []
         while len(generated) < limit:
             token = self._next_token(out["logits"][0, -1], len(generated))
@@ -247,7 +242,7 @@ class WhisperASR(SpeechRecognizer):
                 break
             step = np.array([[token]], dtype=np.int64)
             if self.use_cache:
-                out = self.decoder_with_past.infer({"input_ids": step, **self._past(out), **cross})
+                out = self.decoder_with_past.infer({"input_ids": step, **self._cache(out, "present", "past"), **cross})
             else:
                 sequence = np.concatenate([sequence, step], axis=1)
                 out = self.decoder_init.infer({"input_ids": sequence, "encoder_hidden_states": hidden})
@@ -273,5 +268,5 @@ class WhisperASR(SpeechRecognizer):
                 f"cache={'on' if self.use_cache else 'off'}>")
 
 
-__all__ = ["N_FRAMES", "N_SAMPLES", "SAMPLE_RATE", "WhisperASR", "WhisperTranscript", "hann_window", "log_mel_spectrogram",
-           "pad_or_trim", "read_meta"]
+__all__ = ["N_FRAMES", "N_SAMPLES", "SAMPLE_RATE", "WhisperASR", "WhisperTranscript", "hann_window",
+           "log_mel_spectrogram", "pad_or_trim", "read_meta"]
