@@ -38,7 +38,7 @@ def test_int8_build_has_every_network_gated_and_recorded(int8_build):
     assert m["profile"]["hash"] == profile_hash(load_profile(TINY)) and m["precision"] == "int8"
     assert set(m["networks"]) == set(NETWORKS)
     expected = {"pnet": "int8", "rnet": "int8", "onet": "int8", "resnet18": "int8", "text": "int8-dynamic",
-                "audio": "int8-dynamic", "lfmim": "int8"}
+                "audio": "int8-dynamic", "lfmim": "int8-dynamic"}
     for name, entry in m["networks"].items():
         assert entry["precision"] == expected[name], name
         fid = entry["fidelity"]

@@ -167,3 +167,16 @@ def test_smoothing_and_rings():
     for i in range(10):
         frames.push(FrameEntry(i * 0.5, None, None, 0.0))
     assert [e.t for e in frames.window(4.5, 1.0)] == [4.0, 4.5] and len(frames) == 5
+
+
+def test_buffers_stay_bounded_over_long_runs():
+    """Ten minutes of 16 fps frames and 16 kHz audio: the rings keep their time window, nothing more."""
+    frames, audio = FrameRing(14.0), AudioRing(14.0, 16000)
+    feature = np.zeros(512, np.float32)
+    chunk = np.zeros(512, np.float32)
+    for i in range(600 * 16):
+        frames.push(FrameEntry(i / 16, feature, None, 1.0))
+    for i in range(600 * 16000 // 512):
+        audio.push(i * 512 / 16000, chunk)
+    assert len(frames) <= 14 * 16 + 1
+    assert audio._buf.size == 14 * 16000 and audio.window(600.0, 20.0).size <= 14 * 16000

@@ -85,11 +85,10 @@ PRECISION_POLICY: dict[str, NetworkPolicy] = {
         "(the first conv sees the raw waveform and feeds a GroupNorm): fails the gate.  FP16 on GPUs",
     ),
     "lfmim": NetworkPolicy(
-        "int8", "fp16", MATMUL_OPS,
-        "small transformer fusion model: static INT8 Q/DQ on MatMul only on the CPU (projections, attention and FFN; "
-        "the Conv1d input projections, LayerNorm and Softmax stay FP32), so the fidelity gate can name a worst layer.  "
-        "Measured (paper size, random weights, batch 1, busy 2-core x86): static U8S8 0.91x FP32 time, dynamic INT8 "
-        "on MatMul 0.59x, fused-head agreement 1.0 for both, so int8-dynamic is the faster alternative.  FP16 on "
+        "int8-dynamic", "fp16", MATMUL_OPS,
+        "small transformer fusion model: MatMul-only INT8 on the CPU, dynamic because ONNX Runtime runs it fastest "
+        "(paper size, random weights, batch 1, 2-core x86: dynamic 0.59x the FP32 time, static U8S8 Q/DQ 0.91x; "
+        "fused-head agreement 1.0 for both); the Conv1d input projections, LayerNorm and Softmax stay FP32.  FP16 on "
         "GPUs, where the model takes a fraction of a millisecond and INT8 would only risk the fused head's agreement",
     ),
 }

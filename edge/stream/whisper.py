@@ -147,8 +147,9 @@ class WhisperASR(SpeechRecognizer):
         self.meta = read_meta(self.model_dir)
         self.tokens = self.meta["tokens"]
         self.language = self._check_language(language)
-        if task not in TASKS or (self.tokens["tasks"] and task not in self.tokens["tasks"]):
-            raise InputError(f"unknown task {task!r}; choose one of {list(self.tokens['tasks']) or ['transcribe']}")
+        tasks = list(self.tokens["tasks"]) if self.tokens["languages"] else ["transcribe"]  # English-only: no task token
+        if task not in TASKS or task not in tasks:
+            raise InputError(f"unknown task {task!r} for this model; choose one of {tasks}")
         self.task = task
         if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
             raise InputError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
@@ -157,8 +158,10 @@ class WhisperASR(SpeechRecognizer):
         self.mel_filters = np.load(self.model_dir / MEL_FILTERS_FILE)
         tokenizers = lazy_import("tokenizers", purpose="decoding Whisper tokens to text")
         self.tokenizer = tokenizers.Tokenizer.from_file(str(self.model_dir / TOKENIZER_FILE))
-        self._suppress = np.array(self.tokens["suppress_tokens"], dtype=np.int64)
-        self._begin_suppress = np.array(self.tokens["begin_suppress_tokens"], dtype=np.int64)
+        vocab = int(self.meta["vocab_size"])
+        self._suppress = np.array([t for t in self.tokens["suppress_tokens"] if 0 <= t < vocab], dtype=np.int64)
+        self._begin_suppress = np.array([t for t in self.tokens["begin_suppress_tokens"] if 0 <= t < vocab],
+                                        dtype=np.int64)
         self._languages = np.array(sorted(self.tokens["languages"].values()), dtype=np.int64)
         self._layers = int(self.meta["decoder_layers"])
         opened = []
