@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import gc
-import importlib.metadata
 import logging
 import os
 import platform
@@ -49,13 +48,9 @@ def gpu_name() -> str | None:
 
 
 def package_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {}
-    for name in PACKAGES:
-        try:
-            out[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            out[name] = None
-    return out
+    from edge.build.manifest import package_versions as versions
+
+    return versions(PACKAGES)
 
 
 def machine_info() -> dict[str, Any]:
