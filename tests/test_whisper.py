@@ -266,3 +266,18 @@ def test_bad_options_are_input_errors(tiny):
         from edge.build.whisper_export import export_whisper
 
         export_whisper(tiny["hf"], tiny["onnx"].parent / "never", max_target_positions=1000)
+
+
+def test_cli_export_then_the_live_loop_backend(tiny, speech, tmp_path, capsys):
+    """edge-export-whisper writes what `edge-run --asr whisper --asr-model DIR` opens; the tokens are the same."""
+    from edge.cli import whisper_export
+    from edge.stream.asr import open_asr
+
+    out = tmp_path / "cli"
+    assert whisper_export.main([str(tiny["hf"]), str(out), "-q"]) == 0
+    assert "encoder.onnx" in capsys.readouterr().out
+    via_cli = open_asr("whisper", model_dir=str(out), language="en").transcribe(speech)
+    direct = open_asr("whisper", model_dir=str(tiny["onnx"]), language="en").transcribe(speech)
+    assert list(via_cli.tokens) == list(direct.tokens)
+    assert whisper_export.main([str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
+    assert "missing" in capsys.readouterr().err

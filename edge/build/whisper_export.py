@@ -43,8 +43,9 @@ nn = torch.nn
 log = logging.getLogger("edge")
 
 #: Parity tolerances (absolute, relative): |onnx - torch| <= atol + rtol * |torch|, FP32 ONNX Runtime 1.32 CPU vs
-#: PyTorch 2.13 eager.  Measured on the test's tiny random Whisper (d_model 64, weights std 0.3): encoder 1.5e-6
-#: (largest |x| 4.3), decoder logits 1.2e-5 (largest |x| 68).  The relative term covers trained models' larger logits.
+#: PyTorch 2.13 eager, at batches 1 and 3 (and, for the decoders, at a second prompt / past length).  Measured on the
+#: tests' tiny random Whisper (d_model 64, weights std 0.3): encoder 1.0e-5, decoder_init 6.7e-6, decoder_with_past
+#: 4.8e-6.  The relative term leaves room for trained models' larger logits.
 TOLERANCES: dict[str, tuple[float, float]] = {
     "whisper-encoder": (1e-4, 1e-4),
     "whisper-decoder-init": (1e-4, 1e-4),

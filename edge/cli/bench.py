@@ -1,5 +1,6 @@
 """edge-bench: benchmarks. ``edge-bench models``: every network of a build, per backend and precision, against
-PyTorch eager FP32 measured in the same run; JSON and a markdown table."""
+PyTorch eager FP32 measured in the same run; ``edge-bench pipeline``: the whole live loop replaying a clip, per
+build, speed and face-detection interval. Both write JSON and a markdown table."""
 
 from __future__ import annotations
 
@@ -62,10 +63,71 @@ def _add_models(sub: Any) -> None:
     p.set_defaults(func=_models)
 
 
+def _speeds(text: str) -> tuple[str, ...]:
+    values = _names(text)
+    bad = [v for v in values if v not in ("realtime", "max")]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(f"expected realtime and/or max, got {text!r}")
+    return values
+
+
+def _labelled(text: str) -> tuple[str, str]:
+    """``label=DIR`` or ``DIR`` (labelled by the build's precision and target)."""
+    label, sep, directory = text.partition("=")
+    return (label, directory) if sep and label and directory else ("", text)
+
+
+def default_clip() -> Path | None:
+    """The CREMA-D sample beside the repository (``$LFMIM_DATA`` or ``../shared/data``), None when absent."""
+    import os
+
+    root = Path(os.environ.get("LFMIM_DATA", Path(__file__).resolve().parents[2].parent / "shared" / "data"))
+    clip = root / "crema-d-samples" / "1001_DFA_HAP_XX.mp4"
+    return clip if clip.is_file() else None
+
+
+def _add_pipeline(sub: Any) -> None:
+    p = sub.add_parser(
+        "pipeline", help="the live loop on a replayed clip: real-time factor, latency, CPU, memory per build",
+        description="Replay a clip through the live loop (vision, VAD, ASR, encoders, LFMIM) for each build, speed "
+                    "(realtime: paced like a camera, end-to-end latency measured; max: as fast as possible) and "
+                    "face-detection interval (1 = detect on every frame, the naive baseline): compute seconds per "
+                    "media second per stage and in total (real-time factor), end-to-end latency p50 / p95 / p99, "
+                    "CPU use, peak memory, dropped frames and lost audio.",
+        epilog="Example:\n  edge-bench pipeline --engines int8=engines/paper/cpu --loop 4 --threads 2 "
+               "--markdown bench-pipeline.md",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    clip = default_clip()
+    p.add_argument("--clip", default=None,
+                   help=f"video with sound to replay (default: {clip or 'a synthesised spoken sentence'})")
+    p.add_argument("--loop", type=int, default=1, help="play the clip N times in a row (default: 1)")
+    p.add_argument("--profile", default=None,
+                   help="profile name or TOML file (default: the one each build was made from; paper without --engines)")
+    p.add_argument("--target", default="cpu", choices=("cpu", "gpu"), help="build target (default: cpu)")
+    p.add_argument("--engines-root", default="engines", help="where builds live (default: engines)")
+    p.add_argument("--engines", action="append", default=None, metavar="[LABEL=]DIR", type=_labelled,
+                   help="a build folder; repeat to compare builds (e.g. int8=engines/paper/cpu); overrides "
+                        "--target / --engines-root")
+    p.add_argument("--fp32", action="store_true",
+                   help="also run the FP32 networks a quantised build keeps beside its own")
+    p.add_argument("--speeds", type=_speeds, default=("realtime", "max"), help="realtime,max (default: both)")
+    p.add_argument("--detect-every", type=_ints, default=(1, 4),
+                   help="face-detection intervals; 1 is the naive baseline (default: 1,4)")
+    p.add_argument("--repeats", type=int, default=1, help="runs per configuration (default: 1)")
+    p.add_argument("--asr", default="pocketsphinx", help="pocketsphinx, whisper or none (default: pocketsphinx)")
+    p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per network (default: its own)")
+    p.add_argument("--json", default="bench-pipeline.json", help="JSON output (default: bench-pipeline.json)")
+    p.add_argument("--markdown", default=None, help="also write the markdown table here")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(func=_pipeline)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description="Benchmarks of lfmim-edge builds.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_models(sub)
+    _add_pipeline(sub)
     return p
 
 
@@ -104,6 +166,55 @@ def _models(args: argparse.Namespace) -> int:
     failed = len(result["failures"])
     print(json.dumps({"json": str(args.json), "markdown": args.markdown, "rows": len(result["rows"]),
                       "failed": failed}))
+    return 0
+
+
+def _pipeline_builds(args: argparse.Namespace) -> list[tuple[str, str, str | None]]:
+    if args.engines:
+        return [(label or _default_label(d), d, args.profile) for label, d in args.engines]
+    from edge.profile import load_profile
+
+    profile = args.profile or "paper"
+    d = Path(args.engines_root) / load_profile(profile).name / args.target
+    return [(_default_label(d), str(d), profile)]
+
+
+def _default_label(directory: str | Path) -> str:
+    """``<precision>-<target>`` from the build's manifest, the folder name when it cannot be read."""
+    try:
+        manifest = json.loads((Path(directory) / "manifest.json").read_text(encoding="utf-8"))
+        return f"{manifest['precision']}-{manifest['target']}"
+    except (OSError, ValueError, KeyError):
+        return str(directory)
+
+
+def _synth_clip(folder: Path) -> Path:
+    from edge.testmedia import make_clip, synth_speech
+
+    wav = synth_speech("I am so happy to see you again, this is wonderful news.", folder / "speech.wav")
+    return make_clip(folder / "speech.mp4", audio_wav=wav, seconds=4.0, fps=25.0)
+
+
+def _pipeline(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from edge.bench.pipeline import bench_pipeline, to_markdown
+
+    def save(result: dict[str, Any]) -> None:
+        _write(args.json, json.dumps(result, indent=2, default=str) + "\n")
+
+    with tempfile.TemporaryDirectory(prefix="edge-bench-clip-") as tmp:
+        clip = args.clip or default_clip() or _synth_clip(Path(tmp))
+        result = bench_pipeline(clip, _pipeline_builds(args), speeds=args.speeds, repeats=args.repeats,
+                                threads=args.threads, detect_every=args.detect_every, asr=args.asr, loop=args.loop,
+                                fp32=args.fp32, progress=not args.no_progress, on_update=save)
+    save(result)
+    table = to_markdown(result)
+    if args.markdown:
+        _write(args.markdown, table)
+    print(table, end="")
+    print(json.dumps({"json": str(args.json), "markdown": args.markdown, "rows": len(result["rows"]),
+                      "failed": len(result["failures"])}))
     return 0
 
 

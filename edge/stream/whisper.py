@@ -147,7 +147,7 @@ class WhisperASR(SpeechRecognizer):
         self.meta = read_meta(self.model_dir)
         self.tokens = self.meta["tokens"]
         self.language = self._check_language(language)
-        tasks = list(self.tokens["tasks"]) if self.tokens["languages"] else ["transcribe"]  # English-only: no task token
+        tasks = list(self.tokens["tasks"]) if self.tokens["languages"] else ["transcribe"]  # English-only models
         if task not in TASKS or task not in tasks:
             raise InputError(f"unknown task {task!r} for this model; choose one of {tasks}")
         self.task = task
