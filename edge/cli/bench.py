@@ -102,7 +102,8 @@ def _add_pipeline(sub: Any) -> None:
                    help=f"video with sound to replay (default: {clip or 'a synthesised spoken sentence'})")
     p.add_argument("--loop", type=int, default=1, help="play the clip N times in a row (default: 1)")
     p.add_argument("--profile", default=None,
-                   help="profile name or TOML file (default: the one each build was made from; paper without --engines)")
+                   help="profile name or TOML file (default: the one each build was made from; paper without "
+                        "--engines)")
     p.add_argument("--target", default="cpu", choices=("cpu", "gpu"), help="build target (default: cpu)")
     p.add_argument("--engines-root", default="engines", help="where builds live (default: engines)")
     p.add_argument("--engines", action="append", default=None, metavar="[LABEL=]DIR", type=_labelled,
