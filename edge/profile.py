@@ -34,12 +34,19 @@ class AudioProfile:
     weights: str = ""
     sample_rate: int = 16000
     window_s: float = 4.0
+    #: The encoder's input: audio is encoded in consecutive blocks of this many seconds, each once (the live loop
+    #: caches them; extraction uses the same blocks), and a window's features are its blocks' frames.
+    block_s: float = 1.0
     frames: int = 100
     dim: int = 768
 
     @property
     def window_samples(self) -> int:
         return int(round(self.window_s * self.sample_rate))
+
+    @property
+    def block_samples(self) -> int:
+        return int(round(self.block_s * self.sample_rate))
 
 
 @dataclass(frozen=True)
@@ -142,6 +149,9 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
         raise
     if audio.sample_rate <= 0 or audio.window_s <= 0 or vision.fps <= 0 or stream.rate_hz <= 0:
         raise ConfigError(f"{source}: sample_rate, window_s, fps and rate_hz must be positive")
+    if not 0.025 <= audio.block_s <= audio.window_s:
+        raise ConfigError(f"{source}: [audio] block_s must lie between 0.025 s and window_s ({audio.window_s} s), "
+                          f"got {audio.block_s}")
     return Profile(name=data["name"], description=str(data.get("description", "")), classes=classes, text=text,
                    audio=audio, vision=vision, lfmim=config, checkpoint=checkpoint, stream=stream, source=source)
 

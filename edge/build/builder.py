@@ -126,8 +126,10 @@ class Builder:
         tokenizer = lazy_import("tokenizers").Tokenizer.from_file(str(self.out / TOKENIZER_DIR / "tokenizer.json"))
         feeds["text"] = [encode_texts(tokenizer, [t], length=p.text.tokens) for t in material.texts]
         normalize = bool(self.networks["audio"].get("do_normalize", True))
-        feeds["audio"] = [{"waveform": prepare_waveform(w, p.audio.sample_rate, do_normalize=normalize)[None]}
-                          for w in material.windows]
+        block = p.audio.block_samples
+        blocks = [[w[i:i + block] for i in range(0, w.size - block + 1, block)] for w in material.windows]
+        feeds["audio"] = [{"waveform": prepare_waveform(b[0], p.audio.sample_rate, do_normalize=normalize)[None]}
+                          for b in blocks]
         # LFMIM: the FP32 extractors' features of the same samples.
         n = min(len(feeds["text"]), len(feeds["audio"]))
         videos = [f for f in faces if f]
@@ -142,7 +144,9 @@ class Builder:
             feeds["lfmim"] = []
             for i in self.tqdm(range(n), desc="LFMIM calibration features", disable=not self.opts.progress, leave=False):
                 t = text.infer(feeds["text"][i])["hidden"]
-                a = fit_frames(audio.infer(feeds["audio"][i])["hidden"][0], p.audio.frames)
+                frames = [audio.infer({"waveform": prepare_waveform(b, p.audio.sample_rate, do_normalize=normalize)[None]})
+                          ["hidden"][0] for b in blocks[i]]
+                a = fit_frames(np.concatenate(frames), p.audio.frames)
                 feeds["lfmim"].append({"text": t.astype(np.float32), "audio": a[None].astype(np.float32),
                                        "vision": vision_feats[i % len(vision_feats)][None].astype(np.float32)})
         self.extra["calibration"] = {"data": str(data), "recipes": recipes.source, "calibrate": recipes.calibrate,

@@ -25,6 +25,9 @@ log = logging.getLogger("edge")
 MTCNN_NETS = ("pnet", "rnet", "onet")
 NETWORKS = (*MTCNN_NETS, "resnet18", "text", "audio", "lfmim")
 TOKENIZER_DIR = "tokenizer"
+#: Random LFMIM heads are scaled by this, so that the fidelity gate's top-1 agreement measures quantization error
+#: rather than coin flips between near-tied random logits.
+RANDOM_HEAD_GAIN = 8.0
 
 
 def _arch(dim: int) -> dict[str, int]:
@@ -97,7 +100,7 @@ def _audio(profile: Profile, out: Path, random_weights: bool):
                              "hub id, or build with --random-weights")
         bundle = load_audio_encoder(profile.audio.weights)
         model, do_normalize, source = bundle.model, bundle.do_normalize, bundle.source
-    report = export_audio_encoder(model, out / "audio.fp32.onnx", samples=profile.audio.window_samples)
+    report = export_audio_encoder(model, out / "audio.fp32.onnx", samples=profile.audio.block_samples)
     return report, {"source": source, "do_normalize": bool(do_normalize)}
 
 
@@ -128,6 +131,9 @@ def _lfmim(profile: Profile, out: Path, random_weights: bool):
     else:
         torch.manual_seed(0)
         model, source = LFMIM(profile.lfmim).eval(), "random LFMIM"
+        with torch.no_grad():  # a trained model is confident; random heads give near ties that any noise flips,
+            for head in (model.text.head, model.audio.head, model.vision.head, model.multi.head):
+                head.mlp[-1].weight.mul_(RANDOM_HEAD_GAIN)  # so spread the logits like a trained model's
         specs = {"text": profile.lfmim.text, "audio": profile.lfmim.audio, "vision": profile.lfmim.vision}
     gen = torch.Generator().manual_seed(0)
     example = [torch.randn(2, s.length, s.dim, generator=gen) for s in specs.values()]

@@ -64,29 +64,31 @@ class Extractors:
         return self.runners["text"].infer(feeds)["hidden"]
 
     # -- audio ---------------------------------------------------------------------------------------------------
-    def audio_frames(self, samples: np.ndarray) -> np.ndarray:
-        """(frames, dim) encoder frames of 16 kHz mono audio of any length, window by window (20 ms hop).
+    def audio_block(self, chunk: np.ndarray) -> np.ndarray:
+        """(frames, dim) encoder frames of one block (at most ``block_s`` seconds of 16 kHz audio; 20 ms hop).
 
-        The encoder is built for windows of the profile's ``window_s``; longer audio is encoded window after
-        window, a short tail zero-padded, and only the frames that cover real audio are kept.
+        The block is normalised as the encoder expects, zero-padded to the encoder's fixed input, and only the
+        frames that cover real audio are kept.
         """
         from edge.features.audio_pre import num_frames, prepare_waveform
 
-        window = self.profile.audio.window_samples
-        x = np.asarray(samples, dtype=np.float32).reshape(-1)
-        if x.size == 0:
+        block = self.profile.audio.block_samples
+        x = np.asarray(chunk, dtype=np.float32).reshape(-1)[:block]
+        keep = num_frames(x.size)
+        if keep == 0:
             return np.zeros((0, self.profile.audio.dim), np.float32)
-        out = []
-        for start in range(0, x.size, window):
-            chunk = x[start:start + window]
-            keep = num_frames(chunk.size)
-            if keep == 0:
-                break
-            padded = np.zeros(window, np.float32)
-            padded[: chunk.size] = chunk
-            wave = prepare_waveform(padded, self.profile.audio.sample_rate, do_normalize=self.engines.audio_do_normalize)
-            out.append(self.runners["audio"].infer({"waveform": wave[None]})["hidden"][0, :keep])
-        return np.concatenate(out) if out else np.zeros((0, self.profile.audio.dim), np.float32)
+        padded = np.zeros(block, np.float32)
+        padded[: x.size] = prepare_waveform(x, self.profile.audio.sample_rate, do_normalize=self.engines.audio_do_normalize)
+        return self.runners["audio"].infer({"waveform": padded[None]})["hidden"][0, :keep]
+
+    def audio_frames(self, samples: np.ndarray) -> np.ndarray:
+        """(frames, dim) encoder frames of 16 kHz mono audio of any length: consecutive blocks of the profile's
+        ``block_s``, each encoded once (the live loop encodes the same blocks and caches them)."""
+        block = self.profile.audio.block_samples
+        x = np.asarray(samples, dtype=np.float32).reshape(-1)
+        parts = [self.audio_block(x[i:i + block]) for i in range(0, x.size, block)]
+        parts = [p for p in parts if len(p)]
+        return np.concatenate(parts) if parts else np.zeros((0, self.profile.audio.dim), np.float32)
 
     def audio(self, samples: np.ndarray) -> np.ndarray:
         """(frames, dim) fitted to the profile's length (uniform sampling or zero padding)."""

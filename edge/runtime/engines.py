@@ -75,7 +75,7 @@ def expected_inputs(profile: Profile) -> dict[str, dict[str, list[int | None]]]:
     return {
         "resnet18": {"faces": [None, 3, p.vision.face_size, p.vision.face_size]},
         "text": {n: [None, p.text.tokens] for n in ("input_ids", "attention_mask", "token_type_ids")},
-        "audio": {"waveform": [None, p.audio.window_samples]},
+        "audio": {"waveform": [None, p.audio.block_samples]},
         "lfmim": {m: [None, p.lfmim.spec(m).length, p.lfmim.spec(m).dim] for m in ("text", "audio", "vision")},
     }
 

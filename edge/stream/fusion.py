@@ -25,6 +25,7 @@ class Fusion:
         self.smoother = smoother
         self.window_s, self.text_window_s = window_s, text_window_s
         self._text_cache: tuple[str, np.ndarray] | None = None
+        self._blocks: dict[int, np.ndarray] = {}  # audio block index -> encoder frames
         self.index = 0
         self.compute_s = {"audio_encoder": 0.0, "text_encoder": 0.0, "lfmim": 0.0}
 
@@ -45,18 +46,36 @@ class Fusion:
         return feats, bool(with_face), age, {"frames": len(frames), "with_face": len(with_face)}
 
     def _audio(self, t: float) -> tuple[np.ndarray, bool, float | None, float]:
+        """Audio features of the window: the encoder frames of the complete blocks in it (each block is encoded
+        once and cached, as extraction encodes the same blocks), fitted to the profile's length."""
+        from edge.features.audio_pre import fit_frames
+
         p = self.profile.audio
+        empty = np.zeros((p.frames, p.dim), np.float32)
         if self.audio is None:
-            return np.zeros((p.frames, p.dim), np.float32), False, None, 0.0
+            return empty, False, None, 0.0
         speech = self.audio.speech_in(t - self.window_s, t, known_by=t) if self.audio.segmenter is not None else True
-        if not speech:
-            return np.zeros((p.frames, p.dim), np.float32), False, None, 0.0
-        samples = self.audio.ring.window(t, self.window_s)
-        started = time.perf_counter()
-        feats = self.x.audio(samples)
-        spent = time.perf_counter() - started
+        ring = self.audio.ring
+        stop, first = ring.index_at(t), ring.index_at(t - self.window_s)
+        if not speech or stop is None:
+            return empty, False, None, 0.0
+        block = p.block_samples
+        k0, k1 = -(-max(first, 0) // block), stop // block
+        spent = 0.0
+        parts = []
+        for k in range(k0, k1):
+            if k not in self._blocks:
+                started = time.perf_counter()
+                self._blocks[k] = self.x.audio_block(ring.samples(k * block, (k + 1) * block))
+                spent += time.perf_counter() - started
+            parts.append(self._blocks[k])
+        for k in [k for k in self._blocks if k < k0]:
+            del self._blocks[k]
+        frames = np.concatenate(parts) if parts else np.zeros((0, p.dim), np.float32)
+        if len(frames) == 0:
+            return empty, False, None, spent
         last = self.audio.last_speech(t) if self.audio.segmenter is not None else t
-        return feats, samples.size > 0, None if last is None else max(0.0, t - last), spent
+        return fit_frames(frames, p.frames), True, None if last is None else max(0.0, t - last), spent
 
     def _text(self, t: float) -> tuple[np.ndarray, bool, float | None, str, float]:
         recent = self.asr.recent(t, self.text_window_s) if self.asr is not None else []

@@ -80,6 +80,24 @@ class AudioRing:
             self._buf[: x.size - first] = x[first:]
         self._end += x.size
 
+    def index_at(self, t: float) -> int | None:
+        """Index (samples since the first one) of capture time ``t``; None before any audio arrived."""
+        with self._lock:
+            return None if self._t0 is None else int(round((t - self._t0) * self.rate))
+
+    def held(self) -> tuple[int, int]:
+        """The [first, end) sample indices the ring holds now."""
+        with self._lock:
+            return max(0, self._end - self.capacity), self._end
+
+    def samples(self, start: int, stop: int) -> np.ndarray:
+        """Samples [start, stop) by index; the part no longer (or not yet) held is left out."""
+        with self._lock:
+            start, stop = max(start, self._end - self.capacity, 0), min(stop, self._end)
+            if stop <= start:
+                return np.zeros(0, np.float32)
+            return self._buf[np.arange(start, stop) % self.capacity].copy()
+
     def window(self, t_end: float, seconds: float) -> np.ndarray:
         """Samples in (t_end - seconds, t_end]; what is no longer (or not yet) held is left out."""
         with self._lock:
