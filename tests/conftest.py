@@ -33,3 +33,17 @@ def shared_data() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real data not found at {DATA} (set LFMIM_DATA to the shared/data folder)")
     return DATA
+
+
+TINY_PROFILE = ROOT / "tests" / "fixtures" / "tiny.toml"
+
+
+@pytest.fixture(scope="session")
+def tiny_build(tmp_path_factory) -> Path:
+    """A real FP32 build of the tiny profile (the paper's architectures at small widths, random weights), made
+    once per test session and shared: export, parity checks and manifest included (~20 s)."""
+    from edge.build.builder import BuildOptions, build
+
+    out = tmp_path_factory.mktemp("tiny-engines")
+    return build(BuildOptions(profile=str(TINY_PROFILE), precision="fp32", target="cpu", out_root=str(out),
+                              random_weights=True, progress=False)).parent

@@ -32,13 +32,8 @@ QUICK = {"batches": (1, 2), "repeats": 2, "warmup": 1, "threads": 1}
 
 
 @pytest.fixture(scope="module")
-def build_dir(tmp_path_factory) -> Path:
-    from edge.build.builder import BuildOptions, build
-
-    out = tmp_path_factory.mktemp("engines")
-    manifest = build(BuildOptions(profile=str(TINY), precision="fp32", target="cpu", out_root=str(out),
-                                  random_weights=True, progress=False))
-    return manifest.parent
+def build_dir(tiny_build) -> Path:
+    return tiny_build
 
 
 @pytest.fixture(scope="module")

@@ -28,12 +28,8 @@ pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (pip i
 
 
 @pytest.fixture(scope="module")
-def build_dir(tmp_path_factory) -> Path:
-    from edge.build.builder import BuildOptions, build
-
-    root = tmp_path_factory.mktemp("engines")
-    return build(BuildOptions(profile=TINY, precision="fp32", out_root=str(root), random_weights=True,
-                              progress=False)).parent
+def build_dir(tiny_build) -> Path:
+    return tiny_build
 
 
 @pytest.fixture(scope="module")

@@ -37,10 +37,13 @@ def test_int8_build_has_every_network_gated_and_recorded(int8_build):
     m = read_manifest(int8_build)
     assert m["profile"]["hash"] == profile_hash(load_profile(TINY)) and m["precision"] == "int8"
     assert set(m["networks"]) == set(NETWORKS)
-    expected = {"pnet": "int8", "rnet": "int8", "onet": "int8", "resnet18": "int8", "text": "int8-dynamic",
+    expected = {"pnet": "fp32", "rnet": "fp32", "onet": "int8", "resnet18": "int8", "text": "int8-dynamic",
                 "audio": "int8-dynamic", "lfmim": "int8-dynamic"}
     for name, entry in m["networks"].items():
         assert entry["precision"] == expected[name], name
+        if entry["precision"] == "fp32":
+            assert "fidelity" not in entry and entry["onnx"] == entry["fp32_onnx"]
+            continue
         fid = entry["fidelity"]
         assert fid["passed"] is True, (name, fid)
         figures = fid["outputs"].values()
@@ -121,10 +124,10 @@ def test_the_fidelity_gate_stops_a_build_and_force_keeps_it(tmp_path, capsys, sh
             "--no-progress", "-q", "--min-cosine", "0.9999999", "--calibration-data", str(shared_data)]
     assert build_cli.main(args) == 2
     err = capsys.readouterr().err
-    assert "fidelity gate failed for pnet.int8.cpu.onnx" in err and "worst" in err and "--force" in err
+    assert "fidelity gate failed for onet.int8.cpu.onnx" in err and "worst" in err and "--force" in err
     assert build_cli.main([*args, "--force"]) == 0
     m = read_manifest(tmp_path / "tiny" / "cpu")
-    assert m["networks"]["pnet"]["fidelity"]["forced"] is True
+    assert m["networks"]["onet"]["fidelity"]["forced"] is True
     assert "FORCED" in capsys.readouterr().out
 
 

@@ -36,13 +36,8 @@ def write_manifest(path: Path, rows: list[dict], columns: tuple[str, ...] = COLU
 
 
 @pytest.fixture(scope="module")
-def build_dir(tmp_path_factory) -> Path:
-    from edge.build.builder import BuildOptions, build
-
-    out = tmp_path_factory.mktemp("engines")
-    manifest = build(BuildOptions(profile=str(TINY), precision="fp32", target="cpu", out_root=str(out),
-                                  random_weights=True, progress=False))
-    return manifest.parent
+def build_dir(tiny_build) -> Path:
+    return tiny_build
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge.build.builder import BuildOptions, build
 from edge.cli import run as run_cli
 from edge.stream.config import RunConfig
 from edge.stream.estimate import Smoother
@@ -27,10 +26,8 @@ pytest.importorskip("pocketsphinx", reason="pocketsphinx is not installed (pip i
 
 
 @pytest.fixture(scope="module")
-def engines(tmp_path_factory) -> str:
-    root = tmp_path_factory.mktemp("engines")
-    return str(build(BuildOptions(profile=TINY, precision="fp32", out_root=str(root), random_weights=True,
-                                  progress=False)).parent)
+def engines(tiny_build) -> str:
+    return str(tiny_build)
 
 
 def _run(engines: str, tmp_path: Path, *args: str) -> tuple[int, list[dict], dict, str]:
