@@ -48,7 +48,7 @@ class RunConfig:
     rate: float = 0.0
     window: float = 0.0
     fps: float = 0.0
-    detect_every: int = 1
+    detect_every: int = 4
     smoothing: str = "ema"
     alpha: float = 0.5
     asr: str = "pocketsphinx"
