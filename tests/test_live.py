@@ -177,3 +177,22 @@ def test_buffers_stay_bounded_over_long_runs():
         audio.push(i * 512 / 16000, chunk)
     assert len(frames) <= 14 * 16 + 1
     assert audio._buf.size == 14 * 16000 and audio.window(600.0, 20.0).size <= 14 * 16000
+
+
+def test_partial_transcripts_arrive_while_speech_goes_on(engines, tmp_path, shared_data):
+    clip = shared_data / "crema-d-samples" / "1001_DFA_HAP_XX.mp4"
+    rc, lines, summary, _ = _run(engines, tmp_path, "--video", str(clip), "--speed", "max", "--partial-s", "0.5")
+    assert rc == 0 and summary["partial_transcripts"] >= 1 and summary["transcripts"]
+    assert lines[-1]["transcript"], "the final transcript replaces the partial ones"
+    early = [line for line in lines[:-1] if line["transcript"]]
+    assert early, "a transcript is available before the speech has ended"
+
+
+def test_the_first_run_of_a_profile_builds_it(tmp_path, shared_data, caplog):
+    clip = shared_data / "crema-d-samples" / "1001_DFA_FEA_XX.mp4"
+    root = tmp_path / "engines"
+    rc = run_cli.main(["--profile", TINY, "--engines-root", str(root), "--random-weights", "--video", str(clip),
+                       "--speed", "max", "--asr", "none", "--jsonl", str(tmp_path / "o.jsonl"), "--no-view", "-q"])
+    assert rc == 0 and (root / "tiny" / "cpu" / "manifest.json").is_file()
+    assert (tmp_path / "o.jsonl").read_text().count("\n") >= 3
+    assert "building it now" in caplog.text and "RANDOM weights" in caplog.text

@@ -31,6 +31,9 @@ HELP = {
     "vad_threshold": "speech probability threshold of the voice activity detector",
     "threads": "ONNX Runtime threads per network (default: ONNX Runtime's choice)",
     "max_seconds": "stop after this many seconds (0 = run until the source ends or Ctrl-C)",
+    "random_weights": "when no build exists and the profile's weights are not at hand, build with random weights "
+                      "(mechanics and cost only: the estimates mean nothing)",
+    "partial_s": "transcribe ongoing speech every this many seconds of it (partial transcripts; 0 = finals only)",
 }
 
 
@@ -58,6 +61,8 @@ class RunConfig:
     vad_threshold: float = 0.5
     threads: int = 0
     max_seconds: float = 0.0
+    random_weights: bool = False
+    partial_s: float = 1.5
 
     def __post_init__(self) -> None:
         sources = [name for name in ("camera", "video", "audio") if getattr(self, name)]
@@ -69,7 +74,7 @@ class RunConfig:
             raise InputError("--speed max replays files only; add --video FILE or --audio FILE")
         if self.target not in ("cpu", "gpu"):
             raise InputError(f"--target {self.target!r}: expected cpu or gpu")
-        for name in ("rate", "window", "fps", "max_seconds", "text_window"):
+        for name in ("rate", "window", "fps", "max_seconds", "text_window", "partial_s"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.detect_every < 1:

@@ -61,8 +61,12 @@ class Recognizer:
 
         c = self.config
         if self._engines is None:
+            self._ensure_build()
             self._engines = open_engines(c.profile, target=c.target, root=c.engines_root,
                                          directory=c.engines or None, threads=c.threads or None)
+        if self._engines.manifest.get("random_weights"):
+            log.warning("this build has RANDOM weights (%s): the estimates show the mechanics and the cost, not "
+                        "emotions", self._engines.directory)
         self.extractors = Extractors(self._engines)
         p = self.extractors.profile
         self.rate = c.rate or p.stream.rate_hz
@@ -78,7 +82,8 @@ class Recognizer:
         segmenter = self._segmenter()
         asr = self._asr if self._asr is not None else self._open_asr()
         self.vision = VisionStage(self.video_q, self.extractors, self.frame_ring, detect_every=c.detect_every)
-        self.audio = AudioStage(self.audio_q, self.audio_ring, segmenter, self.asr_q if asr is not None else None)
+        self.audio = AudioStage(self.audio_q, self.audio_ring, segmenter, self.asr_q if asr is not None else None,
+                                partial_s=c.partial_s)
         self.asr = ASRStage(self.asr_q, asr) if asr is not None else None
         self.smoother = Smoother(c.smoothing, alpha=c.alpha)
         from edge.stream.fusion import Fusion
@@ -89,6 +94,33 @@ class Recognizer:
         self._outbox: queue.Queue = queue.Queue()
         if not self.sources_have_video:
             self.video_q.close()  # nothing will arrive: let the vision stage finish at once
+
+    def _ensure_build(self) -> None:
+        """The first run of a profile builds it (once; cached under --engines-root): INT8 when calibration data
+        is at hand, FP32 otherwise."""
+        from edge.profile import load_profile
+        from edge.runtime.engines import engine_dir
+
+        c = self.config
+        if c.engines:
+            return
+        profile = load_profile(c.profile)
+        folder = engine_dir(profile.name, c.target, c.engines_root)
+        if (folder / "manifest.json").is_file():
+            return
+        from edge.build.builder import BuildOptions, build
+        from edge.build.calibration import resolve_data_dir
+        from edge.errors import EdgeError
+
+        try:
+            resolve_data_dir(None)
+            precision = "int8"
+        except EdgeError:
+            precision = "fp32"
+        log.warning("no %s build of profile %r yet: building it now (%s; once, kept in %s)", c.target, profile.name,
+                    precision, folder)
+        build(BuildOptions(profile=c.profile, precision=precision, target=c.target, out_root=c.engines_root,
+                           random_weights=c.random_weights, progress=True))
 
     def _segmenter(self) -> Any:
         from edge.stream.vad import SileroVAD, VADSegmenter
@@ -348,7 +380,8 @@ class Recognizer:
             "real_time_factor": round(sum(stages.values()) / media, 4),
             "frames": self.vision.frames, "frames_with_face": self.vision.faces,
             "dropped_frames": self.video_q.dropped, "audio_overflow_s": round(self.audio_q.overflow_seconds, 3),
-            "speech_segments": len(self.audio.speech), "transcripts": [t.text for t in self.asr.transcripts] if self.asr else [],
+            "speech_segments": len(self.audio.speech), "transcripts": [t.text for t in self.asr.transcripts if t.final] if self.asr else [],
+            "partial_transcripts": sum(not t.final for t in self.asr.transcripts) if self.asr else 0,
             "errors": list(self.errors),
         }
 

@@ -142,9 +142,12 @@ class AudioStage(Stage):
 
     name = "audio"
 
-    def __init__(self, inbox: Any, ring: AudioRing, segmenter: Any | None, asr_queue: "queue.Queue | None") -> None:
+    def __init__(self, inbox: Any, ring: AudioRing, segmenter: Any | None, asr_queue: "queue.Queue | None",
+                 *, partial_s: float = 0.0) -> None:
         super().__init__(inbox)
         self.ring, self.segmenter, self.asr_queue = ring, segmenter, asr_queue
+        self.partial_s = partial_s
+        self._last_partial = float("-inf")
         # speech segments as [start, known_start, end or None, known_end or None], in order
         self.speech: list[list[Any]] = []
         self.segments_known: list[float] = []  # known_at of each segment sent to ASR, in order
@@ -158,7 +161,22 @@ class AudioStage(Stage):
         if self.segmenter is not None:
             for event in self.segmenter.push(chunk, t):
                 self._event(event)
+            self._maybe_partial()
         self.watermark = self._now
+
+    def _maybe_partial(self) -> None:
+        """Every ``partial_s`` seconds of ongoing speech, send the speech so far for a partial transcript."""
+        if not self.partial_s or self.asr_queue is None or not self.speech or self.speech[-1][2] is not None:
+            return
+        start = self.speech[-1][0]
+        if self._now - max(start, self._last_partial) < self.partial_s:
+            return
+        first, stop = self.ring.index_at(start), self.ring.index_at(self._now)
+        audio = self.ring.samples(first, stop)
+        self._last_partial = self._now
+        with self._lock:
+            self.segments_known.append(self._now)
+        self.asr_queue.put(SpeechSegment(start, self._now, audio, known_at=self._now, final=False))
 
     def _event(self, event: Any) -> None:
         kind = type(event).__name__
@@ -170,6 +188,7 @@ class AudioStage(Stage):
                     self.speech.append([float(getattr(event, "start", event.t)), self._now, None, None])
                 segment = self.speech[-1]
                 segment[2], segment[3] = float(event.t), self._now
+                self._last_partial = float("-inf")
                 del self.speech[:-256]
                 if self.asr_queue is not None:
                     self.segments_known.append(self._now)
@@ -241,9 +260,14 @@ class ASRStage(Stage):
         self.watermark = item.end
 
     def recent(self, t_end: float, seconds: float) -> list[Transcript]:
-        """Transcripts known by ``t_end`` whose speech ended within the last ``seconds``."""
+        """Final transcripts known by ``t_end`` whose speech ended within the last ``seconds``, then the newest
+        partial transcript of speech still going on at ``t_end`` (none once its final is known)."""
         with self._lock:
-            return [tr for tr in self.transcripts if tr.text and tr.known_at <= t_end and tr.end > t_end - seconds]
+            known = [tr for tr in self.transcripts if tr.known_at <= t_end]
+        finals = [tr for tr in known if tr.final and tr.text and tr.end > t_end - seconds]
+        done = {tr.start for tr in known if tr.final}
+        partials = [tr for tr in known if not tr.final and tr.start not in done and tr.text]
+        return finals + partials[-1:]
 
 
 @dataclass
