@@ -19,7 +19,8 @@ from edge.media import read_audio
 from edge.stream.clock import MediaClock, MonotonicClock
 from edge.stream.microphone import MicrophoneSource, StreamingResampler, list_devices, resolve_device
 from edge.stream.queues import AudioQueue, Closed, DropOldestQueue, EndOfStream, Sample
-from edge.stream.sources import CameraSource, FileReplaySource, gstreamer_available, parse_camera_spec
+from edge.stream.replay import FileReplaySource
+from edge.stream.sources import CameraSource, gstreamer_available, parse_camera_spec
 
 needs_media = pytest.mark.skipif(not all(shutil.which(t) for t in ("ffmpeg", "ffprobe", "espeak-ng")),
                                  reason="needs ffmpeg, ffprobe and espeak-ng (apt-get install ffmpeg espeak-ng)")

@@ -141,7 +141,8 @@ class Recognizer:
         return open_asr(c.asr, **options)
 
     def _sources(self) -> list[Any]:
-        from edge.stream.sources import CameraSource, FileReplaySource
+        from edge.stream.replay import FileReplaySource
+        from edge.stream.sources import CameraSource
 
         c = self.config
         on_error = self._source_error
