@@ -26,6 +26,7 @@ _MARKUP = re.compile(r"\[[^\]]*\]")
 class Recipes:
     calibrate: int = 32
     holdout: int = 16
+    lfmim_holdout: int = 128
     seed: int = 0
     videos: tuple[str, ...] = ()
     frames_per_video: int = 12
@@ -55,6 +56,7 @@ def load_recipes(path: str | Path | None = None) -> Recipes:
         split, vision, audio, text = (data.get(k, {}) for k in ("split", "vision", "audio", "text"))
         recipes = Recipes(
             calibrate=int(split.get("calibrate", 32)), holdout=int(split.get("holdout", 16)),
+            lfmim_holdout=int(split.get("lfmim_holdout", 128)),
             seed=int(split.get("seed", 0)), videos=tuple(vision.get("videos", ())),
             frames_per_video=int(vision.get("frames_per_video", 12)), audio_files=tuple(audio.get("files", ())),
             text_tables=tuple(text.get("tables", ())), source=str(path),
@@ -144,13 +146,15 @@ def gather_material(recipes: Recipes, data_dir: Path, *, window_samples: int, ne
     return material
 
 
-def split_feeds(feeds: list[dict[str, np.ndarray]], recipes: Recipes, what: str) -> tuple[list, list]:
-    """First ``calibrate`` feeds set ranges; the next ``holdout`` are for the fidelity gate."""
+def split_feeds(feeds: list[dict[str, np.ndarray]], recipes: Recipes, what: str, *,
+                holdout: int | None = None) -> tuple[list, list]:
+    """First ``calibrate`` feeds set ranges; the next ``holdout`` (the recipe's unless given) are for the gate."""
     if len(feeds) < 2:
         raise InputError(f"calibration for {what}: only {len(feeds)} sample(s); the recipe's data must give at "
                          "least two (one to calibrate, one to check)")
-    cut = min(recipes.calibrate, max(1, len(feeds) * recipes.calibrate // recipes.total))
-    return feeds[:cut], feeds[cut: cut + recipes.holdout]
+    held = recipes.holdout if holdout is None else holdout
+    cut = min(recipes.calibrate, max(1, len(feeds) * recipes.calibrate // (recipes.calibrate + held)))
+    return feeds[:cut], feeds[cut: cut + held]
 
 
 class _Recorder:
