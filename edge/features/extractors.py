@@ -54,6 +54,10 @@ class Extractors:
             raise InputError(f"{engines.tokenizer_path}: the build has no tokenizer; rebuild with: "
                              f"{engines.manifest.get('rebuild')}")
         self.tokenizer = tokenizers.Tokenizer.from_file(str(engines.tokenizer_path))
+        # encode_texts lays out [CLS] ... [SEP] [PAD] itself: a tokenizer.json that pads or truncates on its own
+        # (some packaged ones pad to 128) would otherwise feed its pads in as words
+        self.tokenizer.no_padding()
+        self.tokenizer.no_truncation()
 
     # -- text ----------------------------------------------------------------------------------------------------
     def text(self, texts: Sequence[str]) -> np.ndarray:
