@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from edge._lazy import lazy_import
+from edge.bench.models import _fmt as _f
 from edge.bench.system import PeakRss, machine_info, release_free_memory, rss_mb
 from edge.errors import InputError
 
@@ -297,10 +298,6 @@ def _bench_build(result: dict[str, Any], label: str, directory: Path, profile: s
 
 
 # -- report -----------------------------------------------------------------------------------------------------------
-def _f(value: Any, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def to_markdown(result: dict[str, Any]) -> str:
     """A caption, one table line per run, and the naive-vs-optimised ratios."""
     m, s = result.get("machine", {}), result.get("settings", {})

@@ -144,8 +144,15 @@ def num_frames(samples: int) -> int:
     return length
 
 
+def uniform_indices(steps: int, length: int) -> np.ndarray:
+    """The rows the paper's rule keeps when ``steps`` > ``length``: nearest to ``linspace(0, steps - 1, length)``
+    (first and last always kept).  The one definition used by the feature store, extraction and the live loop."""
+    return np.rint(np.linspace(0, steps - 1, num=length)).astype(np.int64)
+
+
 def fit_frames(x: np.ndarray, length: int = AUDIO_FRAMES) -> np.ndarray:
-    """(T, D) frames -> (length, D): evenly spaced frames when T > length, else zero vectors appended (the paper's rule)."""
+    """(T, D) frames -> (length, D): evenly spaced frames (:func:`uniform_indices`) when T > length, else zero
+    vectors appended (the paper's rule)."""
     x = np.asarray(x)
     if x.ndim != 2:
         raise InputError(f"fit_frames takes a (frames, features) array, got shape {x.shape}")
@@ -153,7 +160,7 @@ def fit_frames(x: np.ndarray, length: int = AUDIO_FRAMES) -> np.ndarray:
         raise InputError(f"length must be positive, got {length}")
     frames = x.shape[0]
     if frames > length:
-        return x[(np.arange(length) * frames) // length]
+        return x[uniform_indices(frames, length)]
     out = np.zeros((length, x.shape[1]), dtype=x.dtype)
     out[:frames] = x
     return out

@@ -119,8 +119,10 @@ class Recognizer:
             precision = "fp32"
         log.warning("no %s build of profile %r yet: building it now (%s; once, kept in %s)", c.target, profile.name,
                     precision, folder)
+        # With random weights the outputs are near-ties that mean nothing, so the fidelity gate's agreement
+        # figure cannot judge them: such a build records its figures and goes on (edge-build still gates).
         build(BuildOptions(profile=c.profile, precision=precision, target=c.target, out_root=c.engines_root,
-                           random_weights=c.random_weights, progress=True))
+                           random_weights=c.random_weights, force=c.random_weights, progress=True))
 
     def _segmenter(self) -> Any:
         from edge.stream.vad import SileroVAD, VADSegmenter

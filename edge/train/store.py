@@ -42,6 +42,7 @@ from typing import Any, Iterator, NamedTuple, Sequence
 import numpy as np
 
 from edge.config import MODALITIES, ModalitySpec
+from edge.features.audio_pre import uniform_indices
 from edge.errors import DataError, InputError
 
 log = logging.getLogger("edge")
@@ -77,8 +78,7 @@ def fit_length(x: Any, length: int, mode: str = "uniform") -> tuple[np.ndarray, 
     steps = x.shape[0]
     if steps > length:
         if mode == "uniform":
-            index = np.rint(np.linspace(0, steps - 1, num=length)).astype(np.int64)
-            return np.ascontiguousarray(x[index], dtype=dtype), length
+            return np.ascontiguousarray(x[uniform_indices(steps, length)], dtype=dtype), length
         return np.ascontiguousarray(x[:length], dtype=dtype), length
     fixed = np.zeros((length, x.shape[1]), dtype=dtype)
     fixed[:steps] = x
