@@ -56,6 +56,9 @@ class VisionProfile:
     min_face: int = 40
     encoder: str = "resnet18"
     weights: str = ""
+    #: Five-point template the faces are aligned to (edge.features.align.TEMPLATES): "arcface" (the paper's
+    #: MTCNN-aligned faces) or "fer" (FER2013's looser framing, for encoders trained on it).
+    align: str = "arcface"
     face_size: int = 224
     fps: float = 16.0
     segments: int = 8
@@ -84,6 +87,9 @@ class Profile:
     lfmim: LFMIMConfig
     checkpoint: str
     stream: StreamProfile
+    #: Folder of networks quantized when the profile was packaged ("asset:starter"), used by INT8 builds instead of
+    #: calibrating on the user's machine (which has no calibration data); empty: calibrate at build time.
+    prequantized: str = ""
     source: str = ""  # file it was read from (not part of the hash)
 
     def to_dict(self) -> dict[str, Any]:
@@ -92,6 +98,7 @@ class Profile:
             "text": dataclasses.asdict(self.text), "audio": dataclasses.asdict(self.audio),
             "vision": dataclasses.asdict(self.vision), "lfmim": self.lfmim.to_dict(),
             "checkpoint": self.checkpoint, "stream": dataclasses.asdict(self.stream),
+            **({"prequantized": self.prequantized} if self.prequantized else {}),
         }
 
 
@@ -126,7 +133,7 @@ def _section(cls, data: Any, name: str, source: str):
 
 
 def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
-    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream"}
+    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -149,11 +156,19 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
         raise
     if audio.sample_rate <= 0 or audio.window_s <= 0 or vision.fps <= 0 or stream.rate_hz <= 0:
         raise ConfigError(f"{source}: sample_rate, window_s, fps and rate_hz must be positive")
+    from edge.features.align import TEMPLATES
+
+    if vision.align not in TEMPLATES:
+        raise ConfigError(f"{source}: [vision] align must be one of {', '.join(TEMPLATES)}, got {vision.align!r}")
+    prequantized = data.get("prequantized", "")
+    if not isinstance(prequantized, str):
+        raise ConfigError(f"{source}: prequantized must be a string (an asset folder such as \"asset:starter\")")
     if not 0.025 <= audio.block_s <= audio.window_s:
         raise ConfigError(f"{source}: [audio] block_s must lie between 0.025 s and window_s ({audio.window_s} s), "
                           f"got {audio.block_s}")
     return Profile(name=data["name"], description=str(data.get("description", "")), classes=classes, text=text,
-                   audio=audio, vision=vision, lfmim=config, checkpoint=checkpoint, stream=stream, source=source)
+                   audio=audio, vision=vision, lfmim=config, checkpoint=checkpoint, stream=stream, prequantized=prequantized,
+                   source=source)
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

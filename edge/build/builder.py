@@ -112,14 +112,35 @@ class Builder:
         from edge.features.vision_pre import normalize_faces, sample_frames
         from edge.runtime.onnxruntime_runner import OrtRunner
 
-        recipes = load_recipes(self.opts.recipes)
-        data = resolve_data_dir(self.opts.calibration_data)
         p = self.profile
-        log.info("calibration data from %s (recipe %s)", data, recipes.source)
-        material = gather_material(recipes, data, window_samples=p.audio.window_samples,
-                                   needs={"vision", "audio", "text"})
+        use_demo = self.opts.calibration_data == "demo"
+        if not use_demo:
+            try:
+                data = resolve_data_dir(self.opts.calibration_data)
+            except InputError:
+                if self.opts.calibration_data or self.missing_prequantized():
+                    raise
+                use_demo = True
+                log.warning("no calibration data on this machine: profile %r ships its statically quantized networks "
+                            "(calibrated on real data when it was packaged); checking every INT8 variant against "
+                            "FP32 on the demo clip", p.name)
+        if use_demo:
+            from edge.build.demo_material import demo_material, demo_recipes
+
+            missing = self.missing_prequantized()
+            if missing:
+                raise InputError(f"--calibration-data demo only checks networks, it calibrates none; profile "
+                                 f"{p.name!r} has no prequantized variant of {', '.join(missing)} for "
+                                 f"{self.opts.target}; pass --calibration-data DIR with real clips")
+            recipes, data = demo_recipes(), "demo"
+            material = demo_material(window_samples=p.audio.window_samples, sample_rate=p.audio.sample_rate)
+        else:
+            recipes = load_recipes(self.opts.recipes)
+            log.info("calibration data from %s (recipe %s)", data, recipes.source)
+            material = gather_material(recipes, data, window_samples=p.audio.window_samples,
+                                       needs={"vision", "audio", "text"})
         feeds, faces = vision_feeds(self.fp32, material, recipes, face_size=p.vision.face_size,
-                                    min_face=p.vision.min_face, threads=self.opts.threads)
+                                    min_face=p.vision.min_face, threads=self.opts.threads, align=p.vision.align)
         if not feeds["resnet18"]:
             raise InputError(f"no face found in the calibration videos under {data}; point the recipe's [vision] "
                              "videos at clips that show faces")
@@ -177,10 +198,18 @@ class Builder:
             path = self.out / f"{name}.{precision}.{self.opts.target}.onnx"
             holdout_n = self._recipes.lfmim_holdout if name == "lfmim" and feeds else None
             calib, holdout = split_feeds(feeds[name], self._recipes, name, holdout=holdout_n) if feeds else ([], [])
-            if precision == "fp16":
+            shipped = self.prequantized(name, precision)
+            if shipped is not None:
+                import shutil
+
+                shutil.copyfile(shipped, path)
+                report = _Prequantized(self.profile.prequantized, shipped.name)
+            elif precision == "fp16":
                 report = q.convert_fp16(self.fp32[name], path)
             elif precision == "int8-dynamic":
-                report = q.quantize_dynamic_matmul(self.fp32[name], path)
+                pol = q.policy_for(policy_name(name, self.profile))
+                report = q.quantize_dynamic_matmul(self.fp32[name], path, per_channel=pol.per_channel,
+                                                   exclude_nodes=pol.excluded_nodes(self.fp32[name]))
             else:
                 pol = q.policy_for(policy_name(name, self.profile))
                 reader = q.CalibrationReader(calib, model_path=self.fp32[name], source=f"{name} calibration set")
@@ -200,6 +229,20 @@ class Builder:
                 fid = feature_cosine(self.fp32[name], path, holdout)
             entry["fidelity"] = gate(fid, min_agreement=self.opts.min_agreement, min_cosine=self.opts.min_cosine,
                                      force=self.opts.force)
+
+    def prequantized(self, name: str, precision: str) -> Path | None:
+        """The profile's shipped ``<name>.<precision>.<target>.onnx`` (static INT8 only), or None."""
+        if precision != "int8" or not self.profile.prequantized:
+            return None
+        from edge.assets import resolve
+
+        path = Path(resolve(self.profile.prequantized)) / f"{name}.int8.{self.opts.target}.onnx"
+        return path if path.is_file() else None
+
+    def missing_prequantized(self) -> list[str]:
+        """Networks this build quantizes statically that the profile does not ship quantized."""
+        return [n for n in NETWORKS if chosen_precision(n, self.profile, self.opts) == "int8"
+                and self.prequantized(n, "int8") is None]
 
     # -- 4. TensorRT -----------------------------------------------------------------------------------------
     def tensorrt(self) -> None:
@@ -255,6 +298,22 @@ class Builder:
                        + (f" --out-root {self.opts.out_root}" if str(self.opts.out_root) != "engines" else ""),
         }
         return mf.write_manifest(self.out, body)
+
+
+@dataclass(frozen=True)
+class _Prequantized:
+    """A network quantized when its profile was packaged (its record is in the asset folder's assets.json)."""
+
+    folder: str
+    file: str
+
+    def to_dict(self) -> dict[str, Any]:
+        from edge.assets import asset_manifest, is_asset
+
+        record = {}
+        if is_asset(self.folder):
+            record = asset_manifest(self.folder.split(":", 1)[1].strip("/")).get("files", {}).get(self.file, {})
+        return {"method": "prequantized", "file": f"{self.folder}/{self.file}", **record}
 
 
 def build(opts: BuildOptions) -> Path:

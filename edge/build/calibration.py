@@ -170,7 +170,7 @@ class _Recorder:
 
 
 def vision_feeds(paths: Mapping[str, Path], material: Material, recipes: Recipes, *, face_size: int,
-                 min_face: int, threads: int | None = None) -> tuple[dict[str, list], list[list[np.ndarray]]]:
+                 min_face: int, threads: int | None = None, align: str = "arcface") -> tuple[dict[str, list], list[list[np.ndarray]]]:
     """Run the FP32 MTCNN over the frames, recording each stage's feeds; align the faces for ResNet18.
 
     Returns ({"pnet"|"rnet"|"onet"|"resnet18": feeds}, aligned faces per video).
@@ -190,7 +190,7 @@ def vision_feeds(paths: Mapping[str, Path], material: Material, recipes: Recipes
         for rgb in frames:
             found = detector.detect(rgb)
             if found:
-                faces.append(align_face(rgb, found[0].landmarks, face_size))
+                faces.append(align_face(rgb, found[0].landmarks, face_size, kind=align))
         faces_per_video.append(faces)
     for r in runners.values():
         r.close()

@@ -13,6 +13,7 @@ a random ResNet18, and MTCNN from facenet-pytorch's weights when installed (rand
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -65,17 +66,26 @@ def _text(profile: Profile, out: Path, random_weights: bool):
         model = transformers.BertModel(config, add_pooling_layer=False).eval()
         source = f"random BERT ({a['layers']} layers, {profile.text.dim} wide)"
     else:
+        from edge.assets import is_package_model, package_model_dir
         from edge.features.text import load_text_encoder
 
         if not profile.text.weights:
             raise InputError(f"profile {profile.name!r}: [text] weights is empty; set it to a local directory or "
                              "hub id, or build with --random-weights")
-        bundle = load_text_encoder(profile.text.weights)
-        model, tokenizer, source = bundle.model, bundle.tokenizer, bundle.source
+        weights = profile.text.weights
+        bundle = load_text_encoder(package_model_dir(weights) if is_package_model(weights) else weights)
+        model, tokenizer, source = bundle.model, bundle.tokenizer, weights
     tokenizer.save_pretrained(str(out / TOKENIZER_DIR))
-    if not (out / TOKENIZER_DIR / "tokenizer.json").is_file():
+    tokenizer_json = out / TOKENIZER_DIR / "tokenizer.json"
+    if not tokenizer_json.is_file():
         raise InputError(f"the tokenizer of {source} has no fast (tokenizer.json) form, which the run path needs; "
                          "use a model with a fast tokenizer")
+    # the run path lays out [CLS] ... [SEP] [PAD] itself; a saved tokenizer that pads or truncates on its own (some
+    # packaged ones pad every text to 128 ids) would feed its pads in as words
+    run_tokenizer = lazy_import("tokenizers", purpose="the run path's tokenizer").Tokenizer.from_file(str(tokenizer_json))
+    run_tokenizer.no_padding()
+    run_tokenizer.no_truncation()
+    run_tokenizer.save(str(tokenizer_json))
     report = export_text_encoder(model, out / "text.fp32.onnx", length=profile.text.tokens)
     return report, {"source": source, "tokenizer": TOKENIZER_DIR}
 
@@ -83,6 +93,12 @@ def _text(profile: Profile, out: Path, random_weights: bool):
 def _audio(profile: Profile, out: Path, random_weights: bool):
     from edge.build.export import export_audio_encoder
 
+    if _is_onnx(profile.audio.weights):
+        a = profile.audio
+        report = copy_onnx(profile.audio.weights, out / "audio.fp32.onnx", name="audio",
+                           inputs={"waveform": ("batch", a.block_samples)}, outputs={"hidden": ("batch", None, a.dim)})
+        # an ONNX encoder carries its own input normalisation (the starter's log-mel front end is in the graph)
+        return report, {"source": profile.audio.weights, "do_normalize": False}
     if random_weights:
         transformers = lazy_import("transformers", purpose="the wav2vec2 audio encoder")
         a = _arch(profile.audio.dim)
@@ -108,6 +124,11 @@ def _resnet(profile: Profile, out: Path, random_weights: bool):
     from edge.build.export import export_resnet18
     from edge.features.resnet import load_resnet18
 
+    if _is_onnx(profile.vision.weights):
+        v = profile.vision
+        report = copy_onnx(v.weights, out / "resnet18.fp32.onnx", name="face encoder",
+                           inputs={"faces": ("batch", 3, v.face_size, v.face_size)}, outputs={"features": ("batch", v.dim)})
+        return report, {"source": v.weights}
     weights = None if random_weights else (profile.vision.weights or None)
     model = load_resnet18(weights).eval()
     report = export_resnet18(model, out / "resnet18.fp32.onnx")
@@ -121,7 +142,9 @@ def _lfmim(profile: Profile, out: Path, random_weights: bool):
     from edge.model.loading import input_specs, load_model
 
     if profile.checkpoint and not random_weights:
-        model, ckpt = load_model(profile.checkpoint)
+        from edge.assets import resolve
+
+        model, ckpt = load_model(resolve(profile.checkpoint))
         specs = input_specs(ckpt.variant, ckpt.config)
         want = {"text": profile.lfmim.text, "audio": profile.lfmim.audio, "vision": profile.lfmim.vision}
         if specs != want:
@@ -141,6 +164,53 @@ def _lfmim(profile: Profile, out: Path, random_weights: bool):
     report = export_onnx(model, example, out / "lfmim.fp32.onnx", input_names=names, output_names=["t", "a", "v", "m"],
                          dynamic_axes={n: {0: "batch"} for n in [*names, "t", "a", "v", "m"]}, name="lfmim")
     return report, {"source": source}
+
+
+def _is_onnx(weights: str) -> bool:
+    return str(weights).endswith(".onnx")
+
+
+@dataclass(frozen=True)
+class CopiedModel:
+    """An FP32 ONNX file a profile ships or names (not exported here): where from, its hash, its checked shapes."""
+
+    path: Path
+    source: str
+    sha256: str
+    size_bytes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"copied_from": self.source, "sha256": self.sha256, "size_bytes": self.size_bytes}
+
+
+def copy_onnx(ref: str, dst: Path, *, name: str, inputs: dict[str, tuple], outputs: dict[str, tuple]) -> CopiedModel:
+    """Copy the ONNX file ``ref`` (an ``asset:`` reference or a path) to ``dst`` after checking that its inputs and
+    outputs are the ones the run path feeds and reads (names; static dims where ``inputs``/``outputs`` give ints)."""
+    import shutil
+
+    from edge.assets import resolve
+    from edge.build.manifest import sha256_file
+
+    src = Path(resolve(ref))
+    if not src.is_file():
+        raise InputError(f"{name} weights {ref!r}: {src} is not a file; point the profile at an ONNX file")
+    onnx = lazy_import("onnx", purpose="checking ONNX models")
+    graph = onnx.load(str(src), load_external_data=False).graph
+    init = {i.name for i in graph.initializer}
+    found = {"input": {v.name: v for v in graph.input if v.name not in init}, "output": {v.name: v for v in graph.output}}
+    for kind, want in (("input", inputs), ("output", outputs)):
+        for tensor, dims in want.items():
+            value = found[kind].get(tensor)
+            if value is None:
+                raise InputError(f"{ref}: the {name} needs an {kind} named {tensor!r}; the model has "
+                                 f"{sorted(found[kind])}")
+            got = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+            if len(got) != len(dims) or any(isinstance(w, int) and g not in (None, w) for g, w in zip(got, dims)):
+                raise InputError(f"{ref}: {kind} {tensor!r} has shape {got}, the profile needs {list(dims)}; use a "
+                                 "model exported for this profile's sizes")
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, dst)
+    return CopiedModel(dst, str(ref), sha256_file(dst), dst.stat().st_size)
 
 
 def _mtcnn(profile: Profile, out: Path, random_weights: bool):

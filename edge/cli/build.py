@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--random-weights", action="store_true",
                    help="random weights for every network whose weights are not at hand (mechanics and cost only)")
     p.add_argument("--calibration-data", default=None,
-                   help="folder the calibration recipes draw from (default: $LFMIM_DATA or ../shared/data)")
+                   help="folder the calibration recipes draw from (default: $LFMIM_DATA or ../shared/data); "
+                        "'demo': check a profile that ships its quantized networks (starter) on the demo clip")
     p.add_argument("--recipes", default=None, help="calibration recipes (default: calibration/recipes.toml)")
     p.add_argument("--min-agreement", type=float, default=0.99,
                    help="fidelity gate: top-1 agreement of the fused head with FP32 (default: 0.99)")

@@ -61,11 +61,13 @@ class Extractors:
 
     # -- text ----------------------------------------------------------------------------------------------------
     def text(self, texts: Sequence[str]) -> np.ndarray:
-        """(B, tokens, dim) token features of each text ('' gives [CLS] [SEP] and padding)."""
+        """(B, tokens, dim) token features of each text ('' gives [CLS] [SEP]), zero past the text's [SEP] like
+        every padded row of a feature store (the encoder's outputs at [PAD] positions carry no information)."""
         from edge.features.text_pre import encode_texts
 
         feeds = encode_texts(self.tokenizer, list(texts), length=self.profile.text.tokens)
-        return self.runners["text"].infer(feeds)["hidden"]
+        hidden = self.runners["text"].infer(feeds)["hidden"]
+        return hidden * feeds["attention_mask"][..., None].astype(hidden.dtype)
 
     # -- audio ---------------------------------------------------------------------------------------------------
     def audio_block(self, chunk: np.ndarray) -> np.ndarray:
@@ -109,7 +111,7 @@ class Extractors:
         if not found:
             return FaceCrop(None, None, 0.0)
         best = found[0]
-        aligned = align_face(rgb, best.landmarks, self.profile.vision.face_size)
+        aligned = align_face(rgb, best.landmarks, self.profile.vision.face_size, kind=self.profile.vision.align)
         return FaceCrop(aligned, tuple(float(v) for v in best.box), float(best.score), np.asarray(best.landmarks))
 
     def face_features(self, faces: np.ndarray) -> np.ndarray:

@@ -107,7 +107,8 @@ class VisionStage(Stage):
 
             self._since_detect += 1
             track = self._track
-            return align_face(rgb, track.landmarks, self.extractors.profile.vision.face_size), track.box, track.score
+            vision = self.extractors.profile.vision
+            return align_face(rgb, track.landmarks, vision.face_size, kind=vision.align), track.box, track.score
         crop = self.extractors.face(rgb)
         self._since_detect = 1
         self._track = crop if self.detect_every > 1 and crop.aligned is not None else None

@@ -1,0 +1,119 @@
+"""The starter LFMIM's composite training set (numpy only).
+
+No real data set with separate labels per modality is available here, so the starter LFMIM learns from a composite
+one: for every EmotionTalk utterance (real Chinese dialogue, four labels annotated per modality as in CHERMA) a
+GoEmotions sentence with its *text* label, a RAVDESS clip with its *audio* label and a FER2013 face with its
+*vision* label are drawn; the sample's multimodal label is EmotionTalk's.  Each uni-modal branch thus learns from
+real data of its own modality, and the fused branch learns how people combine modalities that disagree (the
+label tuples' disagreement is real; the pairing of text, voice and face within a sample is not).
+
+Splits never mix: EmotionTalk's train rows make the composite train and valid splits (a seeded fraction held out),
+its val rows the composite test split; each modality's pool has the same three splits, drawn from its own data
+set's held-out parts (GoEmotions train/dev/test; RAVDESS actors 1-16 / 17-18 / 19-20; FER2013 train minus a
+stratified tenth / that tenth / public test).
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+
+from edge.errors import DataError
+from edge.labels import NUM_CLASSES, to_index
+
+SPLITS = ("train", "valid", "test")
+#: Label columns of emotiontalk.csv, in the store's t, a, v, m order.
+LABEL_COLUMNS = ("label_text", "label_audio", "label_vision", "label_multimodal")
+
+
+@dataclass(frozen=True)
+class LabelRow:
+    id: str
+    labels: tuple[int, int, int, int]  # t, a, v, m
+
+
+def read_emotiontalk(path: str | Path) -> dict[str, list[LabelRow]]:
+    """emotiontalk.csv -> {EmotionTalk split: rows} with canonical label indices."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: EmotionTalk table not found; pass the emotiontalk.csv of ../shared/data")
+    out: dict[str, list[LabelRow]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in ("id", "split", *LABEL_COLUMNS) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
+        for lineno, row in enumerate(reader, 2):
+            labels = tuple(to_index(row[c], "emotiontalk", source=f"{path}:{lineno}") for c in LABEL_COLUMNS)
+            out.setdefault(row["split"], []).append(LabelRow(row["id"], labels))  # type: ignore[arg-type]
+    return out
+
+
+def composite_splits(table: dict[str, list[LabelRow]], *, valid_fraction: float = 0.1,
+                     seed: int = 0) -> dict[str, list[LabelRow]]:
+    """EmotionTalk train -> composite train + valid (seeded), EmotionTalk val -> composite test."""
+    if "train" not in table or "val" not in table:
+        raise DataError(f"EmotionTalk table needs train and val rows, has splits {sorted(table)}")
+    rows = table["train"]
+    order = np.random.default_rng(seed).permutation(len(rows))
+    cut = int(round(valid_fraction * len(rows)))
+    return {"train": [rows[i] for i in sorted(order[cut:])], "valid": [rows[i] for i in sorted(order[:cut])],
+            "test": list(table["val"])}
+
+
+class Pool:
+    """Indices of one modality's samples of one split, grouped by class, for drawing."""
+
+    def __init__(self, labels: np.ndarray, name: str) -> None:
+        self.name = name
+        self.labels = np.asarray(labels, np.int64)
+        self.by_class = [np.flatnonzero(self.labels == c) for c in range(NUM_CLASSES)]
+
+    def draw(self, label: int, rng: np.random.Generator) -> int:
+        choices = self.by_class[label]
+        if choices.size == 0:
+            raise DataError(f"{self.name}: no sample of class {label}; the pool must cover all {NUM_CLASSES} classes")
+        return int(choices[rng.integers(choices.size)])
+
+    def counts(self) -> list[int]:
+        return [int(c.size) for c in self.by_class]
+
+
+def draw_samples(rows: Sequence[LabelRow], pools: dict[str, Pool], *, draws: int, seed: int
+                 ) -> Iterator[tuple[str, int, int, int, tuple[int, int, int, int]]]:
+    """(sample id, text index, audio index, vision index, labels) for each row, ``draws`` times per row."""
+    rng = np.random.default_rng(seed)
+    for k in range(draws):
+        for row in rows:
+            t, a, v, _ = row.labels
+            yield (f"{row.id}#{k}", pools["text"].draw(t, rng), pools["audio"].draw(a, rng),
+                   pools["vision"].draw(v, rng), row.labels)
+
+
+def vision_sequence(variants: np.ndarray, length: int, rng: np.random.Generator, *, noise: float = 0.0) -> np.ndarray:
+    """A face's (K, D) feature variants (e.g. the face and its mirror image) -> (length, D) frames: each frame one
+    variant, plus Gaussian noise of ``noise`` times each dimension's spread across the variants' mean magnitude
+    (frame-to-frame jitter of a face that barely moves)."""
+    variants = np.asarray(variants, np.float32)
+    picks = rng.integers(len(variants), size=length)
+    frames = variants[picks].copy()
+    if noise > 0:
+        scale = noise * (np.abs(variants).mean(axis=0, keepdims=True) + 1e-6)
+        frames += rng.standard_normal(frames.shape).astype(np.float32) * scale
+    return frames
+
+
+def place_in_window(clip: np.ndarray, window: int, rng: np.random.Generator | None) -> np.ndarray:
+    """A clip inside a window of silence: at a random offset (``rng``) or centred (None); longer clips are cut."""
+    clip = np.asarray(clip, np.float32).reshape(-1)
+    out = np.zeros(window, np.float32)
+    if clip.size >= window:
+        start = (clip.size - window) // 2 if rng is None else int(rng.integers(clip.size - window + 1))
+        return clip[start:start + window].copy()
+    offset = (window - clip.size) // 2 if rng is None else int(rng.integers(window - clip.size + 1))
+    out[offset:offset + clip.size] = clip
+    return out

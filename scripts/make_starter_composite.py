@@ -1,0 +1,229 @@
+#!/usr/bin/env python
+"""Write the starter LFMIM's composite feature store (see edge.starter.composite) from ../shared/data.
+
+    python scripts/make_starter_composite.py                       # -> runs/starter/composite (a feature store)
+    edge-train --store runs/starter/composite --out runs/starter/lfmim --model paper --optimizer adamw ...
+    edge-eval --checkpoint runs/starter/lfmim/best.safetensors --store runs/starter/composite --split test ...
+
+Features are what the starter profile's run path produces:
+- text: all-MiniLM-L6-v2 token features of ``[CLS] + 30 word pieces + [SEP]`` (32 x 384), zero past the text (as
+  ``Extractors.text``), from the GoEmotions-Ekman single-label rows (train capped per class with ``--text-cap``);
+- audio: the log-mel CNN (``--audio-encoder`` ONNX, FP32) over consecutive 1 s blocks of a 4 s window holding the
+  RAVDESS clip (random offset in silence for train, ``--audio-variants`` per clip; centred otherwise), frames fitted
+  to 100 by uniform sampling (``Extractors.audio``);
+- vision: the face encoder (``--vision-encoder`` ONNX, FP32) on each FER2013 face and its mirror image, as the run
+  path feeds it (grey replicated to RGB, ``normalize_faces``); a sample's 16 frames are those two variants with a
+  little jitter (one face that barely moves over the window).
+Pools are cached under ``--cache`` (git-ignored runs/cache), keyed by the encoder's SHA-256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from edge.labels import CLASSES, NUM_CLASSES  # noqa: E402
+from edge.starter.composite import (  # noqa: E402
+    SPLITS, Pool, composite_splits, draw_samples, place_in_window, read_emotiontalk, vision_sequence,
+)
+
+log = logging.getLogger("edge")
+WINDOW = 64_000  # 4 s at 16 kHz
+AUDIO_FRAMES, VISION_FRAMES, TEXT_TOKENS = 100, 16, 32
+
+
+def sha(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def cached(path: Path, key: dict, make):
+    meta = path.with_suffix(".json")
+    if path.is_file() and meta.is_file() and json.loads(meta.read_text()) == key:
+        with np.load(path) as z:
+            log.info("cached pool %s", path.name)
+            return {k: z[k] for k in z.files}
+    data = make()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
+    np.savez(tmp, **data)
+    os.replace(tmp, path)
+    meta.write_text(json.dumps(key) + "\n")
+    return data
+
+
+def session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+# ------------------------------------------------------------------------------------------------------ pools
+
+
+def text_pools(args) -> dict[str, dict]:
+    import train_starter_text as T
+
+    from edge.features.text import load_text_encoder
+    from edge.starter.text_model import find_minilm, read_goemotions
+
+    model_dir = find_minilm()
+    bundle = load_text_encoder(model_dir)
+    weights = model_dir / "model.safetensors"
+    model_key = f"{weights.stat().st_size}-{T._sha256((model_dir / 'config.json').read_bytes())[:16]}"
+    rng = np.random.default_rng(args.seed)
+    pools = {}
+    for split, name in (("train", "train"), ("valid", "dev"), ("test", "test")):
+        texts, labels = read_goemotions(args.data / "goemotions-ekman" / f"{name}.tsv")
+        hidden, mask = T.cached_features(f"goemotions_{name}", texts, bundle, model_key, args.cache,
+                                         length=TEXT_TOKENS, batch=64, progress=not args.no_progress)
+        keep = np.arange(len(labels))
+        if split == "train" and args.text_cap:
+            keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(labels == c))[: args.text_cap]
+                                           for c in range(NUM_CLASSES)]))
+        feats = np.asarray(hidden[keep], np.float16) * mask[keep][..., None].astype(np.float16)  # zero past the text
+        pools[split] = {"features": feats, "labels": labels[keep]}
+        log.info("text %s: %d sentences, per class %s", split, len(keep), np.bincount(labels[keep], minlength=7).tolist())
+    return pools
+
+
+def audio_pools(args) -> dict[str, dict]:
+    import train_starter_audio as A
+
+    from edge.features.audio_pre import fit_frames, num_frames
+
+    data = A.load_ravdess(args.data / "ravdess-speech", args.cache)
+    encoder = session(args.audio_encoder, args.threads)
+    key = {"encoder": sha(args.audio_encoder), "variants": args.audio_variants, "seed": args.seed, "v": 1}
+    actors = {"train": range(1, 17), "valid": range(17, 19), "test": range(19, 21)}
+    rng = np.random.default_rng(args.seed)
+
+    def encode(window: np.ndarray) -> np.ndarray:
+        blocks = window.reshape(-1, 16_000)  # the run path's consecutive 1 s blocks, each encoded once
+        hidden = encoder.run(["hidden"], {"waveform": blocks.astype(np.float32)})[0][:, : num_frames(16_000)]
+        return fit_frames(hidden.reshape(-1, hidden.shape[-1]), AUDIO_FRAMES)
+
+    pools = {}
+    for split, who in actors.items():
+        def make(split=split, who=who):
+            from tqdm.auto import tqdm
+
+            pick = np.flatnonzero(np.isin(data["actors"], list(who)))
+            feats, labels = [], []
+            variants = args.audio_variants if split == "train" else 1
+            for i in tqdm(pick, desc=f"audio {split}", disable=args.no_progress):
+                clip = data["pcm"][data["offsets"][i]:data["offsets"][i + 1]].astype(np.float32) / 32768.0
+                for _ in range(variants):
+                    feats.append(encode(place_in_window(clip, WINDOW, rng if split == "train" else None)))
+                    labels.append(data["labels"][i])
+            return {"features": np.asarray(feats, np.float16), "labels": np.asarray(labels, np.int64)}
+        pools[split] = cached(args.cache / f"pool-audio-{split}.npz", {**key, "split": split}, make)
+        log.info("audio %s: %d windows, per class %s", split, len(pools[split]["labels"]),
+                 np.bincount(pools[split]["labels"], minlength=7).tolist())
+    return pools
+
+
+def vision_pools(args) -> dict[str, dict]:
+    import train_starter_vision as V
+
+    from edge.features.vision_pre import normalize_faces
+
+    images, labels = V.load_npz(args.data / "fer2013" / "train.npz")
+    test_images, test_labels = V.load_npz(args.data / "fer2013" / "publictest.npz")
+    tr, va = V.split_validation(labels, 0.1, 0)  # the split the encoder was trained and selected on
+    sets = {"train": (images[tr], labels[tr]), "valid": (images[va], labels[va]), "test": (test_images, test_labels)}
+    encoder = session(args.vision_encoder, args.threads)
+    key = {"encoder": sha(args.vision_encoder), "v": 1}
+    pools = {}
+    for split, (imgs, labs) in sets.items():
+        def make(imgs=imgs, labs=labs):
+            out = []
+            for i in range(0, len(imgs), 256):
+                rgb = np.repeat(imgs[i:i + 256, ..., None], 3, axis=-1)
+                both = [encoder.run(["features"], {"faces": normalize_faces(x, size=48)})[0]
+                        for x in (rgb, rgb[:, :, ::-1])]
+                out.append(np.stack(both, axis=1))
+            return {"features": np.concatenate(out).astype(np.float16), "labels": labs}
+        pools[split] = cached(args.cache / f"pool-vision-{split}.npz", {**key, "split": split}, make)
+        log.info("vision %s: %d faces", split, len(pools[split]["labels"]))
+    return pools
+
+
+# ------------------------------------------------------------------------------------------------------ store
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    p.add_argument("--out", type=Path, default=ROOT / "runs" / "starter" / "composite")
+    p.add_argument("--cache", type=Path, default=ROOT / "runs" / "cache")
+    p.add_argument("--audio-encoder", type=Path, default=ROOT / "runs" / "starter" / "audio" / "encoder.onnx")
+    p.add_argument("--vision-encoder", type=Path, default=ROOT / "runs" / "starter" / "vision" / "encoder.onnx")
+    p.add_argument("--draws", type=int, default=1, help="composite samples per EmotionTalk train row")
+    p.add_argument("--text-cap", type=int, default=3000, help="GoEmotions train sentences kept per class")
+    p.add_argument("--audio-variants", type=int, default=4, help="window placements per RAVDESS train clip")
+    p.add_argument("--vision-jitter", type=float, default=0.05)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from tqdm.auto import tqdm
+
+    from edge.train.store_writer import FeatureStoreWriter
+
+    for path in (args.audio_encoder, args.vision_encoder):
+        if not path.is_file():
+            raise SystemExit(f"{path} not found; train it first (scripts/train_starter_audio.py / _vision.py) or pass "
+                             "--audio-encoder / --vision-encoder")
+    if args.out.exists() and any(args.out.iterdir()):
+        raise SystemExit(f"{args.out} is not empty; remove it or pass another --out")
+    args.cache.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    rows = composite_splits(read_emotiontalk(args.data / "emotiontalk" / "emotiontalk.csv"), seed=args.seed)
+    feats = {"text": text_pools(args), "audio": audio_pools(args), "vision": vision_pools(args)}
+    specs = {"text": {"dim": 384, "length": TEXT_TOKENS}, "audio": {"dim": 128, "length": AUDIO_FRAMES},
+             "vision": {"dim": 256, "length": VISION_FRAMES}}
+    rng = np.random.default_rng(args.seed + 1)
+    summary = {"command": "python scripts/make_starter_composite.py " + " ".join(sys.argv[1:] if argv is None else argv),
+               "splits": {}}
+    with FeatureStoreWriter(args.out, specs, CLASSES, shard_size=2048, dtype="float16") as writer:
+        for split in SPLITS:
+            pools = {m: Pool(feats[m][split]["labels"], f"{m} pool ({split})") for m in feats}
+            draws = args.draws if split == "train" else 1
+            n = 0
+            for sid, t, a, v, labels in tqdm(draw_samples(rows[split], pools, draws=draws, seed=args.seed),
+                                             total=draws * len(rows[split]), desc=f"composite {split}",
+                                             disable=args.no_progress):
+                vision = vision_sequence(feats["vision"][split]["features"][v], VISION_FRAMES, rng,
+                                         noise=args.vision_jitter)
+                writer.add(split, sid, feats["text"][split]["features"][t], feats["audio"][split]["features"][a],
+                           vision, labels)
+                n += 1
+            summary["splits"][split] = {"samples": n, "emotiontalk_rows": len(rows[split]),
+                                        "pools": {m: pools[m].counts() for m in pools}}
+    summary["seconds"] = round(time.perf_counter() - started, 1)
+    (args.out / "composite.json").write_text(json.dumps(summary, indent=2) + "\n")
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
