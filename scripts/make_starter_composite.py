@@ -10,11 +10,15 @@ Features are what the starter profile's run path produces:
   ``Extractors.text``), from the GoEmotions-Ekman single-label rows (train capped per class with ``--text-cap``);
 - audio: the log-mel CNN (``--audio-encoder`` ONNX, FP32) over consecutive 1 s blocks of a 4 s window holding the
   RAVDESS clip (random offset in silence for train, ``--audio-variants`` per clip; centred otherwise), frames fitted
-  to 100 by uniform sampling (``Extractors.audio``);
+  to 50 by uniform sampling (``Extractors.audio``);
 - vision: the face encoder (``--vision-encoder`` ONNX, FP32) on each FER2013 face and its mirror image, as the run
   path feeds it (grey replicated to RGB, ``normalize_faces``); a sample's 16 frames are those two variants with a
   little jitter (one face that barely moves over the window).
 Pools are cached under ``--cache`` (git-ignored runs/cache), keyed by the encoder's SHA-256.
+
+Splits: ``train``, ``valid`` and ``test`` are composite (EmotionTalk label tuples); ``goemotions_test``,
+``ravdess_test`` and ``fer_test`` hold each modality's own test set once (the other inputs zero, their labels -1),
+so that ``edge-eval`` reports the uni-modal targets on exactly those sets.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ from edge.starter.composite import (  # noqa: E402
 
 log = logging.getLogger("edge")
 WINDOW = 64_000  # 4 s at 16 kHz
-AUDIO_FRAMES, VISION_FRAMES, TEXT_TOKENS = 100, 16, 32
+AUDIO_FRAMES, VISION_FRAMES, TEXT_TOKENS = 50, 16, 32  # the starter profile's lengths
 
 
 def sha(path: Path) -> str:
@@ -110,7 +114,8 @@ def audio_pools(args) -> dict[str, dict]:
 
     data = A.load_ravdess(args.data / "ravdess-speech", args.cache)
     encoder = session(args.audio_encoder, args.threads)
-    key = {"encoder": sha(args.audio_encoder), "variants": args.audio_variants, "seed": args.seed, "v": 1}
+    key = {"encoder": sha(args.audio_encoder), "variants": args.audio_variants, "seed": args.seed,
+           "frames": AUDIO_FRAMES, "v": 1}
     actors = {"train": range(1, 17), "valid": range(17, 19), "test": range(19, 21)}
     rng = np.random.default_rng(args.seed)
 
@@ -219,6 +224,20 @@ def main(argv: list[str] | None = None) -> int:
                 n += 1
             summary["splits"][split] = {"samples": n, "emotiontalk_rows": len(rows[split]),
                                         "pools": {m: pools[m].counts() for m in pools}}
+        # each modality's own test set, whole and once, for the uni-modal targets (edge-eval --split fer_test ...):
+        # the other modalities' inputs are zeros and their labels -1 (LFMIM's uni-modal heads read only their own)
+        zeros = {m: np.zeros((specs[m]["length"], specs[m]["dim"]), np.float16) for m in specs}
+        for split, modality in (("goemotions_test", "text"), ("ravdess_test", "audio"), ("fer_test", "vision")):
+            pool = feats[modality]["test"]
+            for i in tqdm(range(len(pool["labels"])), desc=split, disable=args.no_progress):
+                x = pool["features"][i]
+                if modality == "vision":  # the face alone, no jitter: the encoder's own test
+                    x = vision_sequence(x, VISION_FRAMES, rng)
+                inputs = {**zeros, modality: x}
+                labels = [-1, -1, -1, -1]
+                labels[("text", "audio", "vision").index(modality)] = int(pool["labels"][i])
+                writer.add(split, f"{split}-{i:05d}", inputs["text"], inputs["audio"], inputs["vision"], labels)
+            summary["splits"][split] = {"samples": int(len(pool["labels"])), "modality": modality}
     summary["seconds"] = round(time.perf_counter() - started, 1)
     (args.out / "composite.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import re
 import shutil
 import sys
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--calibration-data", default=None, help="data folder (default: ../shared/data)")
     p.add_argument("--build-root", type=Path, default=None, help="where the packaging builds go (default: RUNS/package-build)")
     args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     vision = args.vision or args.runs / "vision" / "encoder.onnx"
     audio = args.audio or args.runs / "audio" / "encoder.onnx"
     lfmim = args.lfmim or args.runs / "lfmim" / "best.safetensors"

@@ -27,7 +27,7 @@ TRT_MAX_BATCH = {"rnet": 256, "onet": 64, "resnet18": 64, "text": 4, "audio": 2,
 
 @dataclass(frozen=True)
 class BuildOptions:
-    profile: str = "paper"
+    profile: str = "starter"
     precision: str = "int8"
     target: str = "cpu"
     out_root: str = "engines"
@@ -320,6 +320,12 @@ def build(opts: BuildOptions) -> Path:
     """Run the whole build; returns the manifest path."""
     started = time.perf_counter()
     builder = Builder(opts)
+    missing = builder.missing_prequantized()
+    if opts.calibration_data == "demo" and missing and any(chosen_precision(n, builder.profile, opts) == "int8"
+                                                          for n in NETWORKS):
+        raise InputError(f"--calibration-data demo only checks networks, it calibrates none; profile "
+                         f"{builder.profile.name!r} has no prequantized variant of {', '.join(missing)} for "
+                         f"{opts.target}; pass --calibration-data DIR with real clips")
     builder.export()
     needs_data = any(chosen_precision(n, builder.profile, opts) != "fp32" for n in NETWORKS)
     feeds = None

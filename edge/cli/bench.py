@@ -41,7 +41,7 @@ def _add_models(sub: Any) -> None:
         epilog="Example:\n  edge-bench models --profile paper --target cpu --batches 1,4 --threads 2 "
                "--markdown bench-models.md",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", default="paper", help="profile name or TOML file of the build (default: paper)")
+    p.add_argument("--profile", default="starter", help="profile name or TOML file of the build (default: starter)")
     p.add_argument("--target", default="cpu", choices=("cpu", "gpu"), help="build target (default: cpu)")
     p.add_argument("--engines-root", default="engines", help="where builds live (default: engines)")
     p.add_argument("--engines", action="append", default=None, metavar="DIR",
@@ -175,7 +175,7 @@ def _pipeline_builds(args: argparse.Namespace) -> list[tuple[str, str, str | Non
         return [(label or _default_label(d), d, args.profile) for label, d in args.engines]
     from edge.profile import load_profile
 
-    profile = args.profile or "paper"
+    profile = args.profile or "starter"
     d = Path(args.engines_root) / load_profile(profile).name / args.target
     return [(_default_label(d), str(d), profile)]
 

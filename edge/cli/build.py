@@ -20,11 +20,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "LFMIM) to ONNX with parity checks, make the INT8 (explicit Q/DQ) or FP16 variants, hold them "
                     "to a fidelity gate on held-out calibration data, build TensorRT engines where a GPU and "
                     "tensorrt are present, and write engines/<profile>/<target>/ with manifest.json.",
-        epilog="Examples:\n  edge-build --profile paper --precision int8 --target cpu --random-weights\n"
+        epilog="Examples:\n  edge-build                       # the starter profile, INT8 for the CPU (what edge-run builds itself)\n"
+               "  edge-build --profile starter --precision int8 --target gpu\n"
+               "  edge-build --profile paper --precision int8 --target cpu --random-weights\n"
                "  edge-build --profile my.toml --precision fp16 --target gpu --calibration-data ~/clips",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--profile", default="paper", help="shipped profile name or a TOML file (default: paper)")
+    p.add_argument("--profile", default="starter", help="shipped profile name (starter, paper) or a TOML file (default: starter)")
     p.add_argument("--precision", default="int8", choices=PRECISIONS,
                    help="int8 follows the per-network policy of the target (default: int8)")
     p.add_argument("--target", default="cpu", choices=TARGETS,

@@ -38,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
                                     "label_vision, label_multimodal, and optionally split)")
     p.add_argument("--vocabulary", default="canonical",
                    help="label vocabulary of --labels (canonical, cherma, authors, ...; default: canonical)")
+    p.add_argument("--against", choices=("t", "a", "v", "m"), default=None,
+                   help="score every head against this one label instead of its own (m: each uni-modal head "
+                        "alone vs the fused head on the multimodal label)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -91,10 +94,13 @@ def _evaluate(args) -> int:
     split_name = args.split or "test"
     split = store.split(split_name)
     preds, losses = predict(model, split, batch_size=args.batch_size, device=args.device,
-                            progress=not args.no_progress, desc=f"evaluate {split_name}")
+                            progress=not args.no_progress, desc=f"evaluate {split_name}", against=args.against)
     results = {h: (p.y_true, p.y_pred) for h, p in preds.items() if len(p.y_true)}
-    out = Path(args.out or Path(args.checkpoint).parent / f"eval-{split_name}")
+    suffix = f"-against-{args.against}" if args.against else ""
+    out = Path(args.out or Path(args.checkpoint).parent / f"eval-{split_name}{suffix}")
     title = f"{Path(args.checkpoint).name} on {Path(args.store).name}/{split_name} ({len(split)} samples)"
+    if args.against:
+        title += f"; every head scored against the {args.against} label"
     markdown = write_eval_report(results, classes, out, title=title)
     print(markdown)
     print(json.dumps({"loss": dict(zip(HEADS, [round(float(x), 4) for x in losses]))}))

@@ -11,6 +11,7 @@ import sys
 import threading
 
 from edge.cli._common import add_dataclass_flags, dataclass_overrides, run_main, setup_logging
+from edge.errors import InputError
 from edge.stream.config import HELP, RunConfig
 
 log = logging.getLogger("edge")
@@ -21,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edge-run",
         description="Capture webcam frames and microphone audio (or replay a file), recognise speech, and emit "
                     "rolling per-modality (text, audio, vision) and fused emotion estimates with LFMIM.",
-        epilog="Examples:\n  edge-run --camera 0\n  edge-run --video clip.mp4 --jsonl -\n"
+        epilog="Examples:\n  edge-run --camera 0\n  edge-run --demo        # a clip made here: a face photo, animated, with "
+               "synthesised speech\n  edge-run --video clip.mp4 --jsonl -\n"
                "  edge-run --video clip.mp4 --speed max --jsonl out.jsonl --no-view\n  edge-run --list-devices",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -32,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--show", action="store_true", help="overlay window: face box, bars, transcript")
     out.add_argument("--no-view", action="store_true", help="no live terminal view")
     out.add_argument("--summary-json", default=None, help="also write the end-of-run summary to FILE")
+    p.add_argument("--demo", action="store_true",
+                   help="replay the demo clip (made on first use from a face photograph matplotlib ships, gently "
+                        "animated, with speech from espeak-ng; cached): no camera, no downloads")
     p.add_argument("--list-devices", action="store_true", help="list microphones and exit")
     p.add_argument("-q", "--quiet", action="store_true")
     return p
@@ -49,7 +54,15 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         from edge.stream.recognizer import Recognizer, check_sources
 
-        config = RunConfig(**dataclass_overrides(args, args._fields))
+        overrides = dataclass_overrides(args, args._fields)
+        if args.demo:
+            if any(overrides.get(k) for k in ("camera", "video", "audio")):
+                raise InputError("--demo replays the demo clip; drop --camera / --video / --audio, or drop --demo")
+            from edge.demo import make_demo_clip
+
+            overrides["video"] = str(make_demo_clip())
+            log.info("demo clip: %s", overrides["video"])
+        config = RunConfig(**overrides)
         check_sources(config)
         sinks = []
         if args.jsonl:

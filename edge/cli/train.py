@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store", required=True, help="feature store folder (written by edge-data or edge-extract)")
     p.add_argument("--out", required=True, help="output folder for checkpoints and logs")
     p.add_argument("--model", default="paper",
-                   help=f"model preset ({', '.join(PRESETS)}) or a JSON config file; presets take the store's "
-                        "feature dims and lengths (default: paper)")
+                   help=f"model preset ({', '.join(PRESETS)}), a profile (starter, or a .toml file: its [lfmim] "
+                        "section) or a JSON config file; presets take the store's feature dims and lengths "
+                        "(default: paper)")
     p.add_argument("--train-split", default="train", help="split to train on (default: train)")
     p.add_argument("--val-split", default=None, help="split to validate on (default: valid, dev or val, whichever exists)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
@@ -72,11 +73,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_model_config(spec: str, store_specs: dict) -> LFMIMConfig:
+    from edge.profile import load_profile, shipped_profiles
+
     if spec in PRESETS:
         return PRESETS[spec].replace(**{m: store_specs[m] for m in MODALITIES})
+    if spec in shipped_profiles() or spec.endswith(".toml"):
+        return load_profile(spec).lfmim  # the profile's LFMIM, feature sizes included (checked against the store)
     path = Path(spec)
     if not path.is_file():
-        raise ConfigError(f"--model {spec!r}: neither a preset ({', '.join(PRESETS)}) nor a JSON config file")
+        raise ConfigError(f"--model {spec!r}: neither a preset ({', '.join(PRESETS)}), a profile "
+                          f"({', '.join(shipped_profiles())} or a .toml file) nor a JSON config file")
     return LFMIMConfig.from_dict(load_json(path), source=str(path))
 
 

@@ -39,7 +39,7 @@ HELP = {
 
 @dataclass(frozen=True)
 class RunConfig:
-    profile: str = "paper"
+    profile: str = "starter"
     target: str = "cpu"
     engines_root: str = "engines"
     engines: str = ""

@@ -97,7 +97,7 @@ class Recognizer:
 
     def _ensure_build(self) -> None:
         """The first run of a profile builds it (once; cached under --engines-root): INT8 when calibration data
-        is at hand, FP32 otherwise."""
+        is at hand or the profile ships its quantized networks (starter), FP32 otherwise."""
         from edge.profile import load_profile
         from edge.runtime.engines import engine_dir
 
@@ -112,11 +112,12 @@ class Recognizer:
         from edge.build.calibration import resolve_data_dir
         from edge.errors import EdgeError
 
-        try:
-            resolve_data_dir(None)
-            precision = "int8"
-        except EdgeError:
-            precision = "fp32"
+        precision = "int8"
+        if not profile.prequantized:
+            try:
+                resolve_data_dir(None)
+            except EdgeError:
+                precision = "fp32"
         log.warning("no %s build of profile %r yet: building it now (%s; once, kept in %s)", c.target, profile.name,
                     precision, folder)
         # With random weights the outputs are near-ties that mean nothing, so the fidelity gate's agreement

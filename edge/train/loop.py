@@ -59,8 +59,12 @@ def batch_tensors(batch: dict[str, np.ndarray], device: str):
 
 
 def predict(model, split, *, batch_size: int = 64, device: str = "cpu", progress: bool = False,
-            desc: str = "predict") -> tuple[dict[str, Prediction], np.ndarray]:
-    """Run ``model`` over a store split; returns per-head predictions and the mean per-head losses (4,)."""
+            desc: str = "predict", against: str | None = None) -> tuple[dict[str, Prediction], np.ndarray]:
+    """Run ``model`` over a store split; returns per-head predictions and the mean per-head losses (4,).
+
+    Each head is scored against its own label, or with ``against`` ("t", "a", "v" or "m") every head against that
+    one label (``"m"``: how well each uni-modal head alone predicts the multimodal label, next to the fused head).
+    """
     torch = lazy_import("torch")
     from edge.model.lfmim import lfmim_loss
     tqdm = lazy_import("tqdm").tqdm
@@ -81,8 +85,9 @@ def predict(model, split, *, batch_size: int = 64, device: str = "cpu", progress
     out = {}
     for i, head in enumerate(HEADS):
         probs = np.concatenate(probs_all[i])
-        keep = labels[:, i] >= 0
-        out[head] = Prediction(labels[keep, i], probs[keep].argmax(1), probs[keep])
+        column = i if against is None else HEADS.index(against)
+        keep = labels[:, column] >= 0
+        out[head] = Prediction(labels[keep, column], probs[keep].argmax(1), probs[keep])
     return out, loss_sum / max(n, 1)
 
 
