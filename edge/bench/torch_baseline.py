@@ -37,9 +37,21 @@ def _mtcnn(name: str, profile: Profile, manifest: Mapping[str, Any], random: boo
     return NETS[name]().eval()
 
 
+def _onnx_only(weights: str) -> bool:
+    """The profile ships this network as ONNX (the starter's trained encoders): the baseline is the same
+    architecture in PyTorch with seeded random weights (its speed does not depend on the weights)."""
+    return str(weights).endswith(".onnx")
+
+
 def _resnet18(profile: Profile, random: bool) -> Any:
     from edge.features.resnet import load_resnet18
 
+    if _onnx_only(profile.vision.weights):
+        torch = lazy_import("torch")
+        from edge.starter.vision_model import EncoderConfig, FaceExpressionEncoder
+
+        torch.manual_seed(0)
+        return FaceExpressionEncoder(EncoderConfig(face_size=profile.vision.face_size))
     return load_resnet18(None if random else (profile.vision.weights or None))
 
 
@@ -48,7 +60,10 @@ def _text(profile: Profile, random: bool, vocab: int | None) -> Any:
     from edge.features.text import TextEncoder, load_text_encoder
 
     if not random:
-        return TextEncoder(load_text_encoder(profile.text.weights).model)
+        from edge.assets import is_package_model, package_model_dir
+
+        weights = profile.text.weights
+        return TextEncoder(load_text_encoder(package_model_dir(weights) if is_package_model(weights) else weights).model)
     transformers = lazy_import("transformers", purpose="the BERT baseline")
     torch = lazy_import("torch")
     if vocab is None:
@@ -65,6 +80,12 @@ def _audio(profile: Profile, random: bool) -> Any:
     from edge.build.sources import _arch
     from edge.features.audio import AudioEncoder, load_audio_encoder
 
+    if _onnx_only(profile.audio.weights):
+        torch = lazy_import("torch")
+        from edge.starter.audio_model import LogMelEncoder
+
+        torch.manual_seed(0)
+        return LogMelEncoder(dim=profile.audio.dim)
     if not random:
         return AudioEncoder(load_audio_encoder(profile.audio.weights).model)
     transformers = lazy_import("transformers", purpose="the wav2vec2 baseline")
@@ -81,7 +102,9 @@ def _lfmim(profile: Profile, random: bool) -> Any:
     from edge.model.loading import load_model
 
     if profile.checkpoint and not random:
-        return load_model(profile.checkpoint)[0]
+        from edge.assets import resolve
+
+        return load_model(resolve(profile.checkpoint))[0]
     torch = lazy_import("torch")
     torch.manual_seed(0)
     return LFMIM(profile.lfmim)
