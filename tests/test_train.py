@@ -118,6 +118,21 @@ def test_cli_train_then_eval_on_a_synthetic_store(tmp_path, capsys):
     report = json.loads((out / "eval-test" / "report.json").read_text())
     assert set(report["heads"]) == {"t", "a", "v", "m"}
     assert (out / "eval-test" / "confusion_m.png").is_file()
+    # --against m: every head scored on the multimodal label; the fused head's figures are the same as before, the
+    # uni-modal heads' are not (the synthetic labels disagree with the multimodal one at a known rate)
+    assert eval_cli.main(["--checkpoint", str(out / "best.safetensors"), "--store", str(root), "--no-progress",
+                          "--against", "m", "-q"]) == 0
+    against = json.loads((out / "eval-test-against-m" / "report.json").read_text())
+    assert against["heads"]["m"] == report["heads"]["m"]
+    assert any(against["heads"][h] != report["heads"][h] for h in "tav")
+    assert "scored against the m label" in capsys.readouterr().out
+
+
+def test_train_model_from_a_profile_reads_its_lfmim_section():
+    from edge.profile import load_profile
+
+    config = train_cli.resolve_model_config("starter", {})
+    assert config == load_profile("starter").lfmim and config.d_model == 96 and config.audio.length == 50
 
 
 def test_cli_errors_are_one_line(tmp_path, capsys):
