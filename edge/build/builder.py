@@ -124,14 +124,9 @@ class Builder:
                 log.warning("no calibration data on this machine: profile %r ships its statically quantized networks "
                             "(calibrated on real data when it was packaged); checking every INT8 variant against "
                             "FP32 on the demo clip", p.name)
-        if use_demo:
+        if use_demo:  # build() has refused this where a static INT8 network would need calibrating
             from edge.build.demo_material import demo_material, demo_recipes
 
-            missing = self.missing_prequantized()
-            if missing:
-                raise InputError(f"--calibration-data demo only checks networks, it calibrates none; profile "
-                                 f"{p.name!r} has no prequantized variant of {', '.join(missing)} for "
-                                 f"{self.opts.target}; pass --calibration-data DIR with real clips")
             recipes, data = demo_recipes(), "demo"
             material = demo_material(window_samples=p.audio.window_samples, sample_rate=p.audio.sample_rate)
         else:
@@ -234,10 +229,17 @@ class Builder:
         """The profile's shipped ``<name>.<precision>.<target>.onnx`` (static INT8 only), or None."""
         if precision != "int8" or not self.profile.prequantized:
             return None
-        from edge.assets import resolve
+        from edge.assets import asset_path, is_asset
 
-        path = Path(resolve(self.profile.prequantized)) / f"{name}.int8.{self.opts.target}.onnx"
-        return path if path.is_file() else None
+        ref = f"{self.profile.prequantized.rstrip('/')}/{name}.int8.{self.opts.target}.onnx"
+        if not is_asset(ref):
+            return Path(ref) if Path(ref).is_file() else None
+        try:
+            return asset_path(ref)  # checks the SHA-256 that assets.json records
+        except InputError as exc:
+            if "not found" in str(exc):
+                return None
+            raise
 
     def missing_prequantized(self) -> list[str]:
         """Networks this build quantizes statically that the profile does not ship quantized."""
@@ -321,8 +323,7 @@ def build(opts: BuildOptions) -> Path:
     started = time.perf_counter()
     builder = Builder(opts)
     missing = builder.missing_prequantized()
-    if opts.calibration_data == "demo" and missing and any(chosen_precision(n, builder.profile, opts) == "int8"
-                                                          for n in NETWORKS):
+    if opts.calibration_data == "demo" and missing:
         raise InputError(f"--calibration-data demo only checks networks, it calibrates none; profile "
                          f"{builder.profile.name!r} has no prequantized variant of {', '.join(missing)} for "
                          f"{opts.target}; pass --calibration-data DIR with real clips")

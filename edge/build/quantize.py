@@ -17,6 +17,7 @@ variant for GPUs.  Which precision each network gets, and why, is :data:`PRECISI
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from collections import Counter
@@ -67,8 +68,6 @@ class NetworkPolicy:
             return []
         onnx = lazy_import("onnx", purpose="quantization")
         graph = onnx.load(str(model_path), load_external_data=False).graph
-        import re
-
         return [n.name for n in graph.node if any(re.search(pattern, n.name) for pattern in self.exclude)]
 
 

@@ -8,7 +8,7 @@ import logging
 from pathlib import Path
 
 from edge.cli._common import run_main, setup_logging
-from edge.config import HEADS, MODALITIES
+from edge.config import HEADS
 from edge.errors import InputError
 
 log = logging.getLogger("edge")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from edge._lazy import lazy_import
-from edge.config import HEADS, MODALITIES, LFMIMConfig, TrainConfig
+from edge.config import HEADS, MODALITIES, TrainConfig
 from edge.errors import DataError
 from edge.model.checkpoint import save_checkpoint, load_checkpoint, load_state_into
 from edge.train.metrics import classification_metrics
