@@ -51,6 +51,10 @@ class BuildOptions:
 
 
 def policy_name(network: str, profile: Profile) -> str:
+    """The :data:`~edge.build.quantize.PRECISION_POLICY` key of a network: the encoder kind for text and audio, a
+    small LFMIM (d < 128, the starter's) apart from the paper-sized one, else the network's name."""
+    if network == "lfmim" and profile.lfmim.d_model < 128:
+        return "lfmim-small"
     return {"text": profile.text.encoder, "audio": profile.audio.encoder}.get(network, network)
 
 

@@ -62,7 +62,7 @@ class RunConfig:
     threads: int = 0
     max_seconds: float = 0.0
     random_weights: bool = False
-    partial_s: float = 1.5
+    partial_s: float = 3.0
 
     def __post_init__(self) -> None:
         sources = [name for name in ("camera", "video", "audio") if getattr(self, name)]
