@@ -28,11 +28,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def int8_build(tmp_path_factory, shared_data):
     root = tmp_path_factory.mktemp("engines")
-    # force: a random LFMIM's fused logits are near-ties, and a handful of 128 held-out samples flip between runs
-    # (ORT's float reductions under load), so its agreement is recorded and checked loosely below; the extractors'
-    # gate (cosine) is deterministic enough to hold exactly
     path = build(BuildOptions(profile=str(TINY), precision="int8", target="cpu", out_root=str(root),
-                              random_weights=True, calibration_data=str(shared_data), progress=False, force=True))
+                              random_weights=True, calibration_data=str(shared_data), progress=False))
     return path.parent
 
 
@@ -40,20 +37,17 @@ def test_int8_build_has_every_network_gated_and_recorded(int8_build):
     m = read_manifest(int8_build)
     assert m["profile"]["hash"] == profile_hash(load_profile(TINY)) and m["precision"] == "int8"
     assert set(m["networks"]) == set(NETWORKS)
+    # the tiny profile's LFMIM (d 32) falls under the small-LFMIM policy: FP32 on the CPU (see PRECISION_POLICY)
     expected = {"pnet": "fp32", "rnet": "fp32", "onet": "int8", "resnet18": "int8", "text": "int8-dynamic",
-                "audio": "int8-dynamic", "lfmim": "int8-dynamic"}
+                "audio": "int8-dynamic", "lfmim": "fp32"}
     for name, entry in m["networks"].items():
         assert entry["precision"] == expected[name], name
         if entry["precision"] == "fp32":
             assert "fidelity" not in entry and entry["onnx"] == entry["fp32_onnx"]
             continue
         fid = entry["fidelity"]
-        figures = fid["outputs"].values()
-        if name == "lfmim":
-            assert fid["outputs"]["m"]["agreement"] >= 0.95, fid
-        else:
-            assert fid["passed"] is True, (name, fid)
-            assert min(o["mean_cosine"] for o in figures) >= 0.99
+        assert fid["passed"] is True, (name, fid)
+        assert min(o["mean_cosine"] for o in fid["outputs"].values()) >= 0.99
         graph = onnx.load(str(int8_build / entry["onnx"]["file"]))
         ops = {n.op_type for n in graph.graph.node}
         if entry["precision"] == "int8":  # explicit Q/DQ with uint8 activations on the CPU target
