@@ -48,7 +48,7 @@ AUDIO_FRAMES, VISION_FRAMES, TEXT_TOKENS = 50, 16, 32  # the starter profile's l
 
 
 def sha(path: Path) -> str:
-    from edge.build.manifest import sha256_file
+    from edge.fileio import sha256_file
 
     return sha256_file(path)[:16]
 

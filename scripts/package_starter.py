@@ -30,8 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.build.builder import BuildOptions, build  # noqa: E402
-from edge.build.manifest import sha256_file  # noqa: E402
-from edge.model.checkpoint import write_text_atomic  # noqa: E402
+from edge.fileio import sha256_file  # noqa: E402
+from edge.fileio import write_text_atomic  # noqa: E402
 
 ASSETS = ROOT / "edge" / "assets" / "starter"
 STATIC = ("resnet18", "onet")

@@ -41,7 +41,8 @@ from edge.build.export import export_onnx  # noqa: E402
 from edge.features.audio_pre import num_frames  # noqa: E402
 from edge.labels import CLASSES, to_index  # noqa: E402
 from edge.media import read_audio  # noqa: E402
-from edge.model.checkpoint import save_checkpoint, write_text_atomic  # noqa: E402
+from edge.model.checkpoint import save_checkpoint  # noqa: E402
+from edge.fileio import write_text_atomic  # noqa: E402
 from edge.starter.audio_model import (  # noqa: E402
     ENCODER_NAME, LOG_OFFSET, N_MELS, SAMPLE_RATE, AudioEmotionHead, EncoderConfig, LogMel, LogMelEncoder,
     count_parameters, frame_mask, hann_window, mel_matrix,

@@ -44,7 +44,8 @@ sys.path.insert(0, str(ROOT))
 from edge.build.export import export_onnx  # noqa: E402
 from edge.features.vision_pre import normalize_faces  # noqa: E402
 from edge.labels import CLASSES  # noqa: E402
-from edge.model.checkpoint import atomic_path, save_checkpoint, write_text_atomic  # noqa: E402
+from edge.model.checkpoint import save_checkpoint  # noqa: E402
+from edge.fileio import atomic_path, write_text_atomic  # noqa: E402
 from edge.starter.vision_model import (  # noqa: E402
     ENCODER_NAME, TRAIN_SIZE, EncoderConfig, ExpressionHead, FaceExpressionEncoder, count_parameters, load_trained,
 )

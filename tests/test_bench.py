@@ -21,7 +21,7 @@ onnx = pytest.importorskip("onnx")
 
 from edge.bench.feeds import fixed_batch, make_feeds, pnet_size  # noqa: E402
 from edge.bench.models import NETWORKS, bench_models, summarize, to_markdown  # noqa: E402
-from edge.build.manifest import sha256_file  # noqa: E402
+from edge.fileio import sha256_file  # noqa: E402
 from edge.cli.bench import main  # noqa: E402
 from edge.errors import InputError  # noqa: E402
 from edge.runtime.base import TensorSpec  # noqa: E402

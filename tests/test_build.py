@@ -12,7 +12,7 @@ import onnx
 import pytest
 
 from edge.build.builder import BuildOptions, build
-from edge.build.manifest import check_manifest, read_manifest
+from edge.runtime.manifest import check_manifest, read_manifest
 from edge.cli import build as build_cli
 from edge.errors import EngineIncompatible, InputError
 from edge.profile import load_profile, profile_hash

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge.build.builder import BuildOptions, build
-from edge.build.manifest import check_manifest, read_manifest
+from edge.runtime.manifest import check_manifest, read_manifest
 from edge.errors import EngineIncompatible
 from edge.profile import load_profile, profile_hash
 from edge.runtime.engines import open_engines

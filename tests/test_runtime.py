@@ -172,7 +172,8 @@ def _open_ort_cuda(path: Path, model: TinyModel, tmp: Path) -> Runner:
 
 
 def _open_trt(path: Path, model: TinyModel, tmp: Path) -> Runner:
-    from edge.runtime.tensorrt_runner import TrtRunner, build_engine
+    from edge.build.tensorrt_engine import build_engine
+    from edge.runtime.tensorrt_runner import TrtRunner
 
     plan = build_engine(path, tmp / f"{model.name}.plan", profiles=model.profiles(), progress=False)
     return TrtRunner(plan)
@@ -408,7 +409,8 @@ def test_factory_engine_without_tensorrt_names_the_install(tmp_path, suffix):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="tensorrt is installed here")
 def test_tensorrt_module_without_tensorrt(tmp_path, onnx_files):
-    from edge.runtime.tensorrt_runner import TrtRunner, build_engine
+    from edge.build.tensorrt_engine import build_engine
+    from edge.runtime.tensorrt_runner import TrtRunner
 
     with pytest.raises(MissingDependency, match=r"lfmim-edge\[trt\]"):
         TrtRunner(tmp_path / "x.plan")

@@ -21,7 +21,8 @@ pytestmark = pytest.mark.gpu
 trt = pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'lfmim-edge[trt]')")
 pytest.importorskip("pycuda.driver", reason="pycuda is not installed (pip install 'lfmim-edge[trt]')")
 
-from edge.runtime.tensorrt_runner import TrtRunner, build_engine  # noqa: E402
+from edge.build.tensorrt_engine import build_engine  # noqa: E402
+from edge.runtime.tensorrt_runner import TrtRunner  # noqa: E402
 from test_runtime import MAX_BATCH, MODELS  # noqa: E402  (the tiny models shared with the contract suite)
 
 FP32_TOL = {"atol": 1e-5, "rtol": 1e-4}

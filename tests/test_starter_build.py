@@ -13,7 +13,7 @@ import pytest
 
 from edge.assets import MANIFEST, asset_manifest, asset_path
 from edge.build.builder import BuildOptions, build
-from edge.build.manifest import sha256_file
+from edge.fileio import sha256_file
 from edge.errors import InputError
 from edge.labels import CLASSES
 from edge.profile import load_profile

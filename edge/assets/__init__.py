@@ -38,7 +38,7 @@ def asset_manifest(folder: str) -> dict[str, Any]:
 
 @lru_cache(maxsize=None)
 def _sha256(path: Path, size: int, mtime: float) -> str:  # size and mtime key the cache: a replaced file is re-hashed
-    from edge.build.manifest import sha256_file
+    from edge.fileio import sha256_file
 
     return sha256_file(path)
 

@@ -174,7 +174,7 @@ def bench_models(build_dirs: str | os.PathLike[str] | Iterable[str | os.PathLike
     ``threads``: intra-op threads for ONNX Runtime and torch alike (None: every usable core). ``on_update`` is called
     with the result so far after each variant (to save partial results).
     """
-    from edge.build.manifest import read_manifest
+    from edge.runtime.manifest import read_manifest
 
     dirs = [Path(build_dirs)] if isinstance(build_dirs, (str, os.PathLike)) else [Path(d) for d in build_dirs]
     if not dirs:

@@ -73,7 +73,7 @@ def fp32_view(build_dir: str | Path, out_dir: str | Path) -> Path | None:
     """The FP32 networks of a quantised build as a build folder of its own (links to the FP32 ONNX files the build
     keeps beside its INT8 / FP16 ones, and a manifest that points at them), or None when the build is FP32 already
     or lacks an FP32 file."""
-    from edge.build.manifest import read_manifest
+    from edge.runtime.manifest import read_manifest
 
     src, out = Path(build_dir).resolve(), Path(out_dir)
     manifest = read_manifest(src)
@@ -171,7 +171,7 @@ def _open_build(label: str, directory: Path, profile: str | None, threads: int |
     """Open one build's engines; returns them and the build's record (with the RSS before opening, the memory
     reference)."""
     from edge.bench.models import build_profile
-    from edge.build.manifest import read_manifest
+    from edge.runtime.manifest import read_manifest
     from edge.runtime.engines import open_engines
 
     manifest = read_manifest(directory)

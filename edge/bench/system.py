@@ -48,7 +48,7 @@ def gpu_name() -> str | None:
 
 
 def package_versions() -> dict[str, str | None]:
-    from edge.build.manifest import package_versions as versions
+    from edge.runtime.manifest import package_versions as versions
 
     return versions(PACKAGES)
 

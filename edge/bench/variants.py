@@ -82,7 +82,7 @@ def plan_variants(network: str, entry: Mapping[str, Any], caps: Capabilities, *,
 
 def check_file(directory: Path, variant: Variant) -> Path:
     """The variant's artifact path, after checking it is the file the build wrote (raises EngineIncompatible)."""
-    from edge.build.manifest import sha256_file
+    from edge.fileio import sha256_file
     from edge.errors import EngineIncompatible
 
     path = directory / str(variant.file)

@@ -12,7 +12,8 @@ from typing import Any
 import numpy as np
 
 from edge._lazy import lazy_import
-from edge.build import manifest as mf
+from edge.runtime import manifest as mf
+from edge.fileio import sha256_file
 from edge.build.sources import EXPORTERS, MTCNN_NETS, NETWORKS, TOKENIZER_DIR
 from edge.errors import InputError
 from edge.profile import Profile, load_profile, profile_hash
@@ -81,7 +82,7 @@ def io_shapes(path: Path) -> dict[str, dict[str, list]]:
 
 
 def _file_entry(out: Path, path: Path) -> dict[str, Any]:
-    return {"file": path.name, "sha256": mf.sha256_file(path), "size_bytes": path.stat().st_size}
+    return {"file": path.name, "sha256": sha256_file(path), "size_bytes": path.stat().st_size}
 
 
 class Builder:
@@ -262,7 +263,8 @@ class Builder:
                         "on the device", status)
             self.extra["tensorrt"] = {"built": False, "why": status}
             return
-        from edge.runtime.tensorrt_runner import build_engine, device_info, tensorrt_version
+        from edge.build.tensorrt_engine import build_engine
+        from edge.runtime.tensorrt_runner import device_info, tensorrt_version
 
         cache = self.out / "timing.cache"
         for name in self.tqdm(NETWORKS, desc="TensorRT engines", unit="engine", disable=not self.opts.progress):

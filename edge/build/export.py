@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 from edge._lazy import lazy_import
 from edge.errors import EdgeError, InputError
-from edge.model.checkpoint import atomic_path
+from edge.fileio import atomic_path
 
 log = logging.getLogger("edge")
 

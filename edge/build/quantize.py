@@ -29,7 +29,7 @@ import numpy as np
 
 from edge._lazy import lazy_import
 from edge.errors import InputError
-from edge.model.checkpoint import atomic_path
+from edge.fileio import atomic_path
 
 log = logging.getLogger("edge")
 

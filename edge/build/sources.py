@@ -189,7 +189,7 @@ def copy_onnx(ref: str, dst: Path, *, name: str, inputs: dict[str, tuple], outpu
     import shutil
 
     from edge.assets import resolve
-    from edge.build.manifest import sha256_file
+    from edge.fileio import sha256_file
 
     src = Path(resolve(ref))
     if not src.is_file():

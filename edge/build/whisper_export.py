@@ -31,10 +31,11 @@ import numpy as np
 
 from edge._lazy import lazy_import
 from edge.build.export import DEFAULT_OPSET, ExportReport, ParityError, check_parity, export_onnx
-from edge.build.manifest import package_versions, sha256_file
+from edge.runtime.manifest import package_versions
+from edge.fileio import sha256_file
 from edge.errors import InputError
 from edge.features.text import load_pretrained
-from edge.model.checkpoint import write_text_atomic
+from edge.fileio import write_text_atomic
 from edge.stream import whisper as spec
 
 torch = lazy_import("torch", purpose="exporting Whisper")
@@ -356,7 +357,7 @@ def export_whisper(name_or_path: str | Path, out_dir: str | Path, *, max_target_
 def whisper_encoder_profiles(n_mels: int = 80, batch: int = 1) -> dict[str, tuple[tuple[int, ...], ...]]:
     """TensorRT (min, opt, max) shapes for ``encoder.onnx``: a fixed (batch, n_mels, 3000) log-mel input.
 
-    Pass to :func:`edge.runtime.tensorrt_runner.build_engine` (``profiles=whisper_encoder_profiles(meta["n_mels"])``)
+    Pass to :func:`edge.build.tensorrt_engine.build_engine` (``profiles=whisper_encoder_profiles(meta["n_mels"])``)
     to build ``encoder.plan`` beside the ONNX files; the decoders stay on ONNX Runtime.
     """
     if n_mels < 1 or batch < 1:

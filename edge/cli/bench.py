@@ -145,7 +145,7 @@ def _build_dirs(args: argparse.Namespace) -> list[Path]:
 
 
 def _write(path: str | Path, text: str) -> None:
-    from edge.model.checkpoint import write_text_atomic
+    from edge.fileio import write_text_atomic
 
     write_text_atomic(path, text)
 

@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> int:
         from edge.build.builder import BuildOptions, build
-        from edge.build.manifest import read_manifest
+        from edge.runtime.manifest import read_manifest
 
         opts = BuildOptions(profile=args.profile, precision=args.precision, target=args.target,
                             out_root=args.out_root, random_weights=args.random_weights,

@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         summary = recognizer.summary()
         text = json.dumps({"summary": summary}, ensure_ascii=False)
         if args.summary_json:
-            from edge.model.checkpoint import write_text_atomic
+            from edge.fileio import write_text_atomic
 
             write_text_atomic(args.summary_json, json.dumps(summary, indent=2, ensure_ascii=False) + "\n")
         print(text, file=sys.stderr)

@@ -105,7 +105,7 @@ def open_engines(profile: str | Profile, *, target: str = "cpu", root: str | Pat
                  device: str | None = None, threads: int | None = None, networks: tuple[str, ...] = NETWORKS,
                  directory: str | Path | None = None) -> EngineSet:
     """Check the build of ``profile`` for ``target`` and open runners for ``networks``."""
-    from edge.build.manifest import check_manifest
+    from edge.runtime.manifest import check_manifest
 
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
     folder = Path(directory) if directory else engine_dir(prof.name, target, root)

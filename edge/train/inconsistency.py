@@ -22,7 +22,7 @@ import numpy as np
 from edge.config import HEAD_NAMES, HEADS
 from edge.errors import DataError, InputError
 from edge.labels import CLASSES
-from edge.model.checkpoint import write_text_atomic
+from edge.fileio import write_text_atomic
 from edge.train.reports import format_table, new_figure, save_figure_atomic
 
 log = logging.getLogger("edge")

@@ -25,7 +25,7 @@ import numpy as np
 from edge._lazy import lazy_import
 from edge.config import HEAD_NAMES, HEADS
 from edge.errors import DataError, InputError
-from edge.model.checkpoint import write_text_atomic
+from edge.fileio import write_text_atomic
 from edge.train.metrics import classification_metrics
 
 log = logging.getLogger("edge")

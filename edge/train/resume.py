@@ -8,7 +8,7 @@ from typing import Any
 
 from edge._lazy import lazy_import
 from edge.errors import CheckpointError
-from edge.model.checkpoint import atomic_path
+from edge.fileio import atomic_path
 
 FORMAT = "lfmim-edge-train-state/1"
 

@@ -15,7 +15,7 @@ import numpy as np
 from edge.config import MODALITIES, LFMIMConfig, ModalitySpec
 from edge.errors import ConfigError, DataError, InputError
 from edge.labels import CLASSES
-from edge.model.checkpoint import write_text_atomic
+from edge.fileio import write_text_atomic
 from edge.train.store import (
     ARRAY_FILES, DTYPES, FIT_MODES, MANIFEST, Manifest, _SHARD_NAME, _SPLIT_NAME, _load_ids, fit_length,
     read_manifest,

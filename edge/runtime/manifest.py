@@ -1,4 +1,4 @@
-"""The build manifest: what was built, from what, for which machine, and how faithful it is.
+"""The build manifest (run side: read and checked before anything is loaded; the build side writes it): what was built, from what, for which machine, and how faithful it is.
 
 ``engines/<profile>/<target>/manifest.json`` records the profile (name and hash), a hash of the package source,
 package versions, the TensorRT version and GPU (name, compute capability) where engines were built, per network
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from edge.errors import EngineIncompatible, InputError
-from edge.model.checkpoint import write_text_atomic
+from edge.fileio import sha256_file, write_text_atomic
 
 log = logging.getLogger("edge")
 
@@ -26,14 +26,6 @@ FORMAT = "lfmim-edge-build/1"
 MANIFEST = "manifest.json"
 PACKAGES = ("lfmim-edge", "numpy", "onnx", "onnxruntime", "torch", "transformers", "tensorrt", "pycuda",
             "opencv-python-headless")
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def source_hash() -> str:
