@@ -10,9 +10,10 @@ from edge.errors import MissingDependency
 #: module name -> (pip requirement, lfmim-edge extra that brings it)
 _HINTS = {
     "torch": ("torch", "train"),
-    "safetensors": ("safetensors", "train"),
+    "safetensors": ("safetensors", "cpu"),
     "matplotlib": ("matplotlib", "train"),
-    "onnx": ("onnx", "build"),
+    "onnx": ("onnx", "cpu"),
+    "tokenizers": ("tokenizers", "cpu"),
     "onnxruntime": ("onnxruntime", "cpu"),
     "transformers": ("transformers", "build"),
     "tensorrt": ("tensorrt", "trt"),

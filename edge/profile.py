@@ -10,7 +10,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import tomllib
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser from PyPI
+    import tomli as tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -90,6 +93,9 @@ class Profile:
     #: Folder of networks quantized when the profile was packaged ("asset:starter"), used by INT8 builds instead of
     #: calibrating on the user's machine (which has no calibration data); empty: calibrate at build time.
     prequantized: str = ""
+    #: Folder that ships every network as ONNX ("asset:starter": MTCNN's and LFMIM's ``<net>.fp32.onnx``; the face and
+    #: audio encoders are the ONNX files their weights name): the first run prepares the build without torch.
+    shipped: str = ""
     source: str = ""  # file it was read from (not part of the hash)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +105,7 @@ class Profile:
             "vision": dataclasses.asdict(self.vision), "lfmim": self.lfmim.to_dict(),
             "checkpoint": self.checkpoint, "stream": dataclasses.asdict(self.stream),
             **({"prequantized": self.prequantized} if self.prequantized else {}),
+            **({"shipped": self.shipped} if self.shipped else {}),
         }
 
 
@@ -133,7 +140,7 @@ def _section(cls, data: Any, name: str, source: str):
 
 
 def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
-    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized"}
+    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized", "shipped"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -160,15 +167,16 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
 
     if vision.align not in TEMPLATES:
         raise ConfigError(f"{source}: [vision] align must be one of {', '.join(TEMPLATES)}, got {vision.align!r}")
-    prequantized = data.get("prequantized", "")
-    if not isinstance(prequantized, str):
-        raise ConfigError(f"{source}: prequantized must be a string (an asset folder such as \"asset:starter\")")
+    prequantized, shipped = data.get("prequantized", ""), data.get("shipped", "")
+    for key, value in (("prequantized", prequantized), ("shipped", shipped)):
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string (an asset folder such as \"asset:starter\")")
     if not 0.025 <= audio.block_s <= audio.window_s:
         raise ConfigError(f"{source}: [audio] block_s must lie between 0.025 s and window_s ({audio.window_s} s), "
                           f"got {audio.block_s}")
     return Profile(name=data["name"], description=str(data.get("description", "")), classes=classes, text=text,
                    audio=audio, vision=vision, lfmim=config, checkpoint=checkpoint, stream=stream, prequantized=prequantized,
-                   source=source)
+                   shipped=shipped, source=source)
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

@@ -33,31 +33,72 @@ def int8_build(tmp_path_factory, shared_data):
     return path.parent
 
 
-def test_int8_build_has_every_network_gated_and_recorded(int8_build):
+#: What the policy asks for on the CPU (the tiny profile's LFMIM, d 32, falls under the small-LFMIM policy: FP32).
+REQUESTED = {"pnet": "fp32", "rnet": "fp32", "onet": "int8", "resnet18": "int8", "text": "int8-dynamic",
+             "audio": "int8-dynamic", "lfmim": "fp32"}
+
+
+def test_int8_build_has_every_network_gated_timed_and_chosen_by_the_rule(int8_build):
+    from edge.prepare.select import MAX_TIME_RATIO
+    from edge.runtime.cpu import cpu_info
+
     m = read_manifest(int8_build)
     assert m["profile"]["hash"] == profile_hash(load_profile(TINY)) and m["precision"] == "int8"
     assert set(m["networks"]) == set(NETWORKS)
-    # the tiny profile's LFMIM (d 32) falls under the small-LFMIM policy: FP32 on the CPU (see PRECISION_POLICY)
-    expected = {"pnet": "fp32", "rnet": "fp32", "onet": "int8", "resnet18": "int8", "text": "int8-dynamic",
-                "audio": "int8-dynamic", "lfmim": "fp32"}
+    assert m["cpu"]["class"] == cpu_info()["class"] and m["cpu"]["machine"]
+    gated = []
     for name, entry in m["networks"].items():
-        assert entry["precision"] == expected[name], name
-        if entry["precision"] == "fp32":
-            assert "fidelity" not in entry and entry["onnx"] == entry["fp32_onnx"]
+        assert entry["requested"] == REQUESTED[name], name
+        if entry["requested"] == "fp32":
+            assert "fidelity" not in entry and "variant_onnx" not in entry and entry["onnx"] == entry["fp32_onnx"]
             continue
+        gated.append(name)
         fid = entry["fidelity"]
         assert fid["passed"] is True, (name, fid)
         assert min(o["mean_cosine"] for o in fid["outputs"].values()) >= 0.99
-        graph = onnx.load(str(int8_build / entry["onnx"]["file"]))
+        graph = onnx.load(str(int8_build / entry["variant_onnx"]["file"]))
         ops = {n.op_type for n in graph.graph.node}
-        if entry["precision"] == "int8":  # explicit Q/DQ with uint8 activations on the CPU target
+        if entry["requested"] == "int8":  # explicit Q/DQ with uint8 activations on the CPU target
             assert {"QuantizeLinear", "DequantizeLinear"} <= ops, name
             zero_points = [i for i in graph.graph.initializer if i.name.endswith("zero_point")]
             assert any(z.data_type == onnx.TensorProto.UINT8 for z in zero_points), name
         else:
             assert "MatMulInteger" in ops or "DynamicQuantizeLinear" in ops, name
+        # both were timed on this machine, and the kept file follows the rule: the variant only when it passed and
+        # takes at most MAX_TIME_RATIO of FP32's time
+        timing = entry["timing"]
+        assert timing["fp32_ms"] > 0 and timing["variant_ms"] > 0 and timing["runs"] >= 12
+        keep_variant = timing["ratio"] <= MAX_TIME_RATIO
+        assert entry["precision"] == (entry["requested"] if keep_variant else "fp32"), (name, timing)
+        assert entry["onnx"] == (entry["variant_onnx"] if keep_variant else entry["fp32_onnx"])
+        assert entry["selection"]["kept"] == entry["precision"] and entry["selection"]["reason"]
+    from edge.prepare.networks import load_gate_feeds
+
+    assert m["gate_feeds"] and set(load_gate_feeds(int8_build / m["gate_feeds"])) == set(gated)
     assert m["calibration"]["samples"]["resnet18"] >= 2 and m["calibration"]["holdout"] >= 1
     assert m["rebuild"].startswith(f"edge-build --profile {TINY} --precision int8 --target cpu --random-weights")
+
+
+def test_every_int8_weight_of_a_cpu_build_fits_the_range_without_vnni(int8_build):
+    """The property that makes the CPU forms safe on every x86 kernel: 7-bit weights, so that 2 x 255 x 64 fits the
+    int16 pair sums of AVX2 / AVX-512 without VNNI.  Checked on the files, so a VNNI machine (where 8-bit weights
+    would not show any error) also catches a regression."""
+    from onnx import numpy_helper
+
+    from edge.prepare.policy import CPU_WEIGHT_RANGE
+
+    lo, hi = CPU_WEIGHT_RANGE
+    assert 2 * 255 * max(abs(lo), hi) <= 32767
+    checked = 0
+    for name, entry in read_manifest(int8_build)["networks"].items():
+        if "variant_onnx" not in entry:
+            continue
+        for init in onnx.load(str(int8_build / entry["variant_onnx"]["file"])).graph.initializer:
+            if init.data_type == onnx.TensorProto.INT8:
+                w = numpy_helper.to_array(init)
+                assert lo <= int(w.min()) and int(w.max()) <= hi, (name, init.name, int(w.min()), int(w.max()))
+                checked += 1
+    assert checked >= 4
 
 
 def test_a_build_opens_on_the_run_path_and_its_runners_agree_with_fp32(int8_build):
@@ -122,10 +163,47 @@ def test_the_fidelity_gate_stops_a_build_and_force_keeps_it(tmp_path, capsys, sh
     assert build_cli.main(args) == 2
     err = capsys.readouterr().err
     assert "fidelity gate failed for onet.int8.cpu.onnx" in err and "worst" in err and "--force" in err
+    leftovers = list((tmp_path / "tiny").iterdir()) if (tmp_path / "tiny").exists() else []
+    assert leftovers == []  # a stopped build leaves nothing behind: no build, no half-written folder
     assert build_cli.main([*args, "--force"]) == 0
     m = read_manifest(tmp_path / "tiny" / "cpu")
     assert m["networks"]["onet"]["fidelity"]["forced"] is True
     assert "FORCED" in capsys.readouterr().out
+
+
+def test_fallback_runs_a_network_that_fails_the_gate_in_fp32_with_one_warning(tmp_path, caplog, shared_data):
+    args = ["--profile", str(TINY), "--precision", "int8", "--random-weights", "--out-root", str(tmp_path),
+            "--no-progress", "-q", "--min-cosine", "0.9999999", "--calibration-data", str(shared_data), "--fallback"]
+    with caplog.at_level("WARNING", logger="edge"):
+        assert build_cli.main(args) == 0
+    m = read_manifest(tmp_path / "tiny" / "cpu")
+    onet = m["networks"]["onet"]
+    assert onet["precision"] == "fp32" and onet["onnx"] == onet["fp32_onnx"] and onet["fidelity"]["passed"] is False
+    assert "fallback" in onet["selection"]["reason"]
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and r.getMessage().startswith("onet:")]
+    assert len(lines) == 1 and "mean cosine" in lines[0] and "0.9999999" in lines[0] and "FP32" in lines[0], lines
+
+
+def test_another_cpu_class_re_runs_the_gate_once_and_falls_back_where_it_fails(int8_build, tmp_path, caplog):
+    from edge.runtime.cpu import cpu_info
+
+    copy = tmp_path / "b"
+    shutil.copytree(int8_build, copy)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["cpu"]["class"] = "arm64-dotprod" if cpu_info()["class"] != "arm64-dotprod" else "x86_64-avx2"
+    m["networks"]["onet"]["fidelity"]["min_cosine"] = 0.9999999  # as if O-Net's INT8 lost accuracy on this CPU
+    (copy / "manifest.json").write_text(json.dumps(m))
+    with caplog.at_level("WARNING", logger="edge"), open_engines(TINY, directory=copy) as engines:
+        assert engines.files["onet"] == m["networks"]["onet"]["fp32_onnx"]["file"]
+    notes = [r.getMessage() for r in caplog.records if "re-running its fidelity gate" in r.getMessage()]
+    assert len(notes) == 1 and m["cpu"]["class"] in notes[0] and cpu_info()["class"] in notes[0]
+    checks = read_manifest(copy)["cpu_checks"][cpu_info()["class"]]
+    assert checks["onet"]["use"] == "fp32" and checks["onet"]["fidelity"]["passed"] is False
+    assert set(checks) == {n for n, e in m["networks"].items() if "variant_onnx" in e}
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edge"), open_engines(TINY, directory=copy):
+        pass
+    assert not [r for r in caplog.records if "re-running" in r.getMessage()]  # once per CPU class
 
 
 def test_missing_weights_and_offline_hub_ids_are_one_clear_error(tmp_path, monkeypatch):

@@ -21,11 +21,12 @@ ort = pytest.importorskip("onnxruntime")
 from onnx import numpy_helper  # noqa: E402
 from torch import nn  # noqa: E402
 
-from edge.build.fidelity import (  # noqa: E402
+from edge.prepare.fidelity import (  # noqa: E402
     FidelityError, classifier_agreement, feature_cosine, gate, locate_worst_layer,
 )
-from edge.build.quantize import (  # noqa: E402
-    PRECISION_POLICY, CalibrationReader, convert_fp16, policy_for, quantize_dynamic_matmul, quantize_int8,
+from edge.prepare.policy import PRECISION_POLICY, policy_for  # noqa: E402
+from edge.prepare.quantize import (  # noqa: E402
+    CalibrationReader, convert_fp16, quantize_dynamic_matmul, quantize_int8,
 )
 from edge.config import MODALITIES, PRESETS  # noqa: E402
 from edge.errors import EdgeError, InputError  # noqa: E402

@@ -1,5 +1,5 @@
-"""Calibration material: real samples drawn by a recipe, turned into each network's feeds through the run
-path's own preprocessing and the FP32 networks of the build."""
+"""Calibration material: real samples drawn by a recipe (``calibration/recipes.toml``) from a data folder; the
+feeds each network gets from them are made by :mod:`edge.prepare.feeds`."""
 
 from __future__ import annotations
 
@@ -7,14 +7,17 @@ import glob
 import logging
 import os
 import re
-import tomllib
-from dataclasses import dataclass, field
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser from PyPI
+    import tomli as tomllib
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from edge.errors import ConfigError, InputError
+from edge.prepare.feeds import Material, Split
 
 log = logging.getLogger("edge")
 
@@ -37,6 +40,10 @@ class Recipes:
     @property
     def total(self) -> int:
         return self.calibrate + self.holdout
+
+    @property
+    def split(self) -> Split:
+        return Split(self.calibrate, self.holdout, self.lfmim_holdout, self.seed)
 
 
 def default_recipes_path() -> Path:
@@ -89,15 +96,6 @@ def _glob(data_dir: Path, patterns: tuple[str, ...], what: str, recipes: Recipes
     return files
 
 
-@dataclass
-class Material:
-    """Preprocessed calibration samples, in draw order (the first ``calibrate`` set ranges, the rest are held out)."""
-
-    frames: list[list[np.ndarray]] = field(default_factory=list)  # per video: RGB frames
-    windows: list[np.ndarray] = field(default_factory=list)  # 16 kHz float32 windows
-    texts: list[str] = field(default_factory=list)
-
-
 def _read_texts(data_dir: Path, spec: str, recipes: Recipes) -> list[str]:
     import csv
 
@@ -144,60 +142,3 @@ def gather_material(recipes: Recipes, data_dir: Path, *, window_samples: int, ne
             raise InputError(f"{recipes.source}: the text tables hold no text")
         material.texts = [texts[i] for i in rng.choice(len(texts), size=min(n, len(texts)), replace=False)]
     return material
-
-
-def split_feeds(feeds: list[dict[str, np.ndarray]], recipes: Recipes, what: str, *,
-                holdout: int | None = None) -> tuple[list, list]:
-    """First ``calibrate`` feeds set ranges; the next ``holdout`` (the recipe's unless given) are for the gate."""
-    if len(feeds) < 2:
-        raise InputError(f"calibration for {what}: only {len(feeds)} sample(s); the recipe's data must give at "
-                         "least two (one to calibrate, one to check)")
-    held = recipes.holdout if holdout is None else holdout
-    cut = min(recipes.calibrate, max(1, len(feeds) * recipes.calibrate // (recipes.calibrate + held)))
-    return feeds[:cut], feeds[cut: cut + held]
-
-
-class _Recorder:
-    """Wraps a network's ``infer`` and keeps a copy of every feed it sees (for MTCNN calibration)."""
-
-    def __init__(self, infer: Callable[[Mapping[str, np.ndarray]], Any], limit: int) -> None:
-        self._infer, self.limit, self.feeds = infer, limit, []
-
-    def __call__(self, feeds: Mapping[str, np.ndarray]) -> Any:
-        if len(self.feeds) < self.limit:
-            self.feeds.append({k: np.array(v, copy=True) for k, v in feeds.items()})
-        return self._infer(feeds)
-
-
-def vision_feeds(paths: Mapping[str, Path], material: Material, recipes: Recipes, *, face_size: int,
-                 min_face: int, threads: int | None = None, align: str = "arcface") -> tuple[dict[str, list], list[list[np.ndarray]]]:
-    """Run the FP32 MTCNN over the frames, recording each stage's feeds; align the faces for ResNet18.
-
-    Returns ({"pnet"|"rnet"|"onet"|"resnet18": feeds}, aligned faces per video).
-    """
-    from edge.features.align import align_face
-    from edge.features.mtcnn import FaceDetector
-    from edge.features.vision_pre import normalize_faces
-    from edge.runtime.onnxruntime_runner import OrtRunner
-
-    limit = 4 * recipes.total
-    runners = {name: OrtRunner(paths[name], threads=threads) for name in ("pnet", "rnet", "onet")}
-    recorders = {name: _Recorder(r.infer, limit) for name, r in runners.items()}
-    detector = FaceDetector(recorders["pnet"], recorders["rnet"], recorders["onet"], min_face=min_face)
-    faces_per_video: list[list[np.ndarray]] = []
-    for frames in material.frames:
-        faces = []
-        for rgb in frames:
-            found = detector.detect(rgb)
-            if found:
-                faces.append(align_face(rgb, found[0].landmarks, face_size, kind=align))
-        faces_per_video.append(faces)
-    for r in runners.values():
-        r.close()
-    rng = np.random.default_rng(recipes.seed)
-    feeds = {name: [rec.feeds[i] for i in rng.permutation(len(rec.feeds))] for name, rec in recorders.items()}
-    all_faces = [f for faces in faces_per_video for f in faces]
-    feeds["resnet18"] = [{"faces": normalize_faces(face[None], size=face_size)} for face in all_faces]
-    log.info("vision calibration: %d frames, %d faces, P-Net %d / R-Net %d / O-Net %d feeds",
-             sum(len(f) for f in material.frames), len(all_faces), *(len(feeds[n]) for n in ("pnet", "rnet", "onet")))
-    return feeds, faces_per_video

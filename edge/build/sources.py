@@ -13,12 +13,12 @@ a random ResNet18, and MTCNN from facenet-pytorch's weights when installed (rand
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from edge._lazy import lazy_import
 from edge.errors import InputError
+from edge.prepare.shipped import copy_onnx
 from edge.profile import Profile
 
 log = logging.getLogger("edge")
@@ -168,49 +168,6 @@ def _lfmim(profile: Profile, out: Path, random_weights: bool):
 
 def _is_onnx(weights: str) -> bool:
     return str(weights).endswith(".onnx")
-
-
-@dataclass(frozen=True)
-class CopiedModel:
-    """An FP32 ONNX file a profile ships or names (not exported here): where from, its hash, its checked shapes."""
-
-    path: Path
-    source: str
-    sha256: str
-    size_bytes: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"copied_from": self.source, "sha256": self.sha256, "size_bytes": self.size_bytes}
-
-
-def copy_onnx(ref: str, dst: Path, *, name: str, inputs: dict[str, tuple], outputs: dict[str, tuple]) -> CopiedModel:
-    """Copy the ONNX file ``ref`` (an ``asset:`` reference or a path) to ``dst`` after checking that its inputs and
-    outputs are the ones the run path feeds and reads (names; static dims where ``inputs``/``outputs`` give ints)."""
-    import shutil
-
-    from edge.assets import resolve
-    from edge.fileio import sha256_file
-
-    src = Path(resolve(ref))
-    if not src.is_file():
-        raise InputError(f"{name} weights {ref!r}: {src} is not a file; point the profile at an ONNX file")
-    onnx = lazy_import("onnx", purpose="checking ONNX models")
-    graph = onnx.load(str(src), load_external_data=False).graph
-    init = {i.name for i in graph.initializer}
-    found = {"input": {v.name: v for v in graph.input if v.name not in init}, "output": {v.name: v for v in graph.output}}
-    for kind, want in (("input", inputs), ("output", outputs)):
-        for tensor, dims in want.items():
-            value = found[kind].get(tensor)
-            if value is None:
-                raise InputError(f"{ref}: the {name} needs an {kind} named {tensor!r}; the model has "
-                                 f"{sorted(found[kind])}")
-            got = [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
-            if len(got) != len(dims) or any(isinstance(w, int) and g not in (None, w) for g, w in zip(got, dims)):
-                raise InputError(f"{ref}: {kind} {tensor!r} has shape {got}, the profile needs {list(dims)}; use a "
-                                 "model exported for this profile's sizes")
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src, dst)
-    return CopiedModel(dst, str(ref), sha256_file(dst), dst.stat().st_size)
 
 
 def _mtcnn(profile: Profile, out: Path, random_weights: bool):

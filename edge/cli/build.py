@@ -42,7 +42,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fidelity gate: top-1 agreement of the fused head with FP32 (default: 0.99)")
     p.add_argument("--min-cosine", type=float, default=0.99,
                    help="fidelity gate: cosine of extractor features with FP32 (default: 0.99)")
-    p.add_argument("--force", action="store_true", help="keep a build that fails the fidelity gate (logged)")
+    p.add_argument("--force", action="store_true", help="keep a variant that fails the fidelity gate (logged)")
+    p.add_argument("--fallback", action="store_true",
+                   help="a variant that fails the fidelity gate on this machine runs in FP32 instead (one warning "
+                        "line; what the first edge-run does); without it a failed gate stops the build")
+    p.add_argument("--select", default="fastest", choices=("fastest", "asked"),
+                   help="fastest: per network keep the fastest variant that passes the gate (CPU: FP32 and the "
+                        "variant are timed, batch 1); asked: keep the policy's variant whenever it passes "
+                        "(default: fastest)")
     p.add_argument("--tensorrt", default="auto", choices=("auto", "off"),
                    help="build TensorRT plans for --target gpu when possible (default: auto)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads during calibration")
@@ -78,14 +85,17 @@ def main(argv: list[str] | None = None) -> int:
         opts = BuildOptions(profile=args.profile, precision=args.precision, target=args.target,
                             out_root=args.out_root, random_weights=args.random_weights,
                             calibration_data=args.calibration_data, recipes=args.recipes, force=args.force,
+                            fallback=args.fallback, select=args.select,
                             min_agreement=args.min_agreement, min_cosine=args.min_cosine, threads=args.threads,
                             tensorrt=args.tensorrt, progress=not args.no_progress)
         path = build(opts)
         data = read_manifest(path.parent)
-        rows = [f"  {'network':9s} {'precision':13s} {'file':34s} fidelity"]
+        rows = [f"  {'network':9s} {'kept':13s} {'file':34s} {'fidelity':36s} batch-1 ms (fp32 / variant)"]
         for name, entry in data["networks"].items():
+            timing = entry.get("timing")
+            ms = f"{timing['fp32_ms']:.3f} / {timing['variant_ms']:.3f}" if timing else "-"
             rows.append(f"  {name:9s} {entry['precision']:13s} {entry['onnx']['file']:34s} "
-                        f"{fidelity_summary(entry.get('fidelity'))}")
+                        f"{fidelity_summary(entry.get('fidelity')):36s} {ms}")
         print(f"built {data['profile']['name']} for {data['target']} ({data['precision']}) in "
               f"{data['build_seconds']} s -> {path.parent}/")
         print("\n".join(rows))

@@ -36,6 +36,8 @@ class EngineSet:
     profile: Profile
     runners: dict[str, Runner] = field(default_factory=dict)
     backends: dict[str, str] = field(default_factory=dict)
+    #: network -> the file its runner opened (after a re-check on another CPU class, maybe not the build's choice)
+    files: dict[str, str] = field(default_factory=dict)
 
     @property
     def tokenizer_path(self) -> Path:
@@ -58,18 +60,19 @@ class EngineSet:
 
 
 def _open_network(directory: Path, name: str, entry: dict[str, Any], *, device: str, threads: int | None,
-                  use_plans: bool) -> tuple[Runner, str]:
+                  use_plans: bool, use: str | None = None) -> tuple[Runner, str, str]:
     from edge.runtime.factory import open_runner
 
     plan = entry.get("plan")
     if plan and use_plans:
         try:
-            return open_runner(directory / plan["file"], backend="tensorrt"), "tensorrt"
+            return open_runner(directory / plan["file"], backend="tensorrt"), "tensorrt", plan["file"]
         except EdgeError as exc:
             log.warning("%s: TensorRT plan not usable (%s); falling back to ONNX Runtime", name, exc)
-    runner = open_runner(directory / entry["onnx"]["file"], backend="onnxruntime", device=device, threads=threads,
+    chosen = {"fp32": entry.get("fp32_onnx"), "variant": entry.get("variant_onnx")}.get(use or "") or entry["onnx"]
+    runner = open_runner(directory / chosen["file"], backend="onnxruntime", device=device, threads=threads,
                          fallback=True)
-    return runner, f"onnxruntime-{getattr(runner, 'providers', [device])[0]}"
+    return runner, f"onnxruntime-{getattr(runner, 'providers', [device])[0]}", chosen["file"]
 
 
 def expected_inputs(profile: Profile) -> dict[str, dict[str, list[int | None]]]:
@@ -105,6 +108,7 @@ def open_engines(profile: str | Profile, *, target: str = "cpu", root: str | Pat
                  device: str | None = None, threads: int | None = None, networks: tuple[str, ...] = NETWORKS,
                  directory: str | Path | None = None) -> EngineSet:
     """Check the build of ``profile`` for ``target`` and open runners for ``networks``."""
+    from edge.runtime.cpu import cpu_info
     from edge.runtime.manifest import check_manifest
 
     prof = profile if isinstance(profile, Profile) else load_profile(profile)
@@ -129,14 +133,19 @@ def open_engines(profile: str | Profile, *, target: str = "cpu", root: str | Pat
     if missing:
         raise InputError(f"{folder}: the build has no {', '.join(missing)}; rebuild with: {manifest.get('rebuild')}")
     _check_shapes(folder, manifest, prof)
+    uses: dict[str, str] = {}
+    if target == "cpu":
+        from edge.prepare.recheck import recheck
+
+        uses = recheck(folder, manifest, cpu_info(), threads=threads)
     engines = EngineSet(folder, manifest, prof)
     dev = device or ("cuda" if target == "gpu" else "cpu")
     try:
         for name in networks:
-            runner, backend = _open_network(folder, name, manifest["networks"][name], device=dev,
-                                            threads=1 if name in SINGLE_THREADED else threads,
-                                            use_plans=trt_version is not None)
-            engines.runners[name], engines.backends[name] = runner, backend
+            runner, backend, file = _open_network(folder, name, manifest["networks"][name], device=dev,
+                                                  threads=1 if name in SINGLE_THREADED else threads,
+                                                  use_plans=trt_version is not None, use=uses.get(name))
+            engines.runners[name], engines.backends[name], engines.files[name] = runner, backend, file
     except BaseException:
         engines.close()
         raise

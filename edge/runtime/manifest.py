@@ -100,7 +100,7 @@ def check_manifest(out_dir: str | Path, *, profile_name: str, profile_digest: st
         log.warning("%s: built from other lfmim-edge sources; if results look wrong, rebuild with: %s", where, cmd)
     if verify_files:
         for net, entry in data.get("networks", {}).items():
-            for key in ("onnx", "plan"):
+            for key in ("onnx", "fp32_onnx", "variant_onnx", "plan"):
                 info = entry.get(key)
                 if not info:
                     continue

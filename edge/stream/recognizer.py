@@ -96,34 +96,15 @@ class Recognizer:
             self.video_q.close()  # nothing will arrive: let the vision stage finish at once
 
     def _ensure_build(self) -> None:
-        """The first run of a profile builds it (once; cached under --engines-root): INT8 when calibration data
-        is at hand or the profile ships its quantized networks (starter), FP32 otherwise."""
-        from edge.profile import load_profile
-        from edge.runtime.engines import engine_dir
-
+        """The first run of a profile makes its build (once; cached under --engines-root): see
+        :mod:`edge.stream.first_run`."""
         c = self.config
         if c.engines:
             return
-        profile = load_profile(c.profile)
-        folder = engine_dir(profile.name, c.target, c.engines_root)
-        if (folder / "manifest.json").is_file():
-            return
-        from edge.build.builder import BuildOptions, build
-        from edge.build.calibration import resolve_data_dir
-        from edge.errors import EdgeError
+        from edge.stream.first_run import ensure_build
 
-        precision = "int8"
-        if not profile.prequantized:
-            try:
-                resolve_data_dir(None)
-            except EdgeError:
-                precision = "fp32"
-        log.warning("no %s build of profile %r yet: building it now (%s; once, kept in %s)", c.target, profile.name,
-                    precision, folder)
-        # With random weights the outputs are near-ties that mean nothing, so the fidelity gate's agreement
-        # figure cannot judge them: such a build records its figures and goes on (edge-build still gates).
-        build(BuildOptions(profile=c.profile, precision=precision, target=c.target, out_root=c.engines_root,
-                           random_weights=c.random_weights, force=c.random_weights, progress=True))
+        ensure_build(c.profile, target=c.target, root=c.engines_root, random_weights=c.random_weights,
+                     threads=c.threads or None)
 
     def _segmenter(self) -> Any:
         from edge.stream.vad import SileroVAD, VADSegmenter

@@ -1,23 +1,23 @@
-"""Quantization of exported ONNX files: explicit INT8 Q/DQ, dynamic INT8 and FP16 (build path; onnx, onnxruntime).
+"""Quantization of FP32 ONNX files: explicit INT8 Q/DQ, dynamic INT8 and FP16 (torch-free: onnx, onnxruntime).
 
 Two INT8 forms, chosen by *target* (see ``../shared/reference/tensorrt-notes.md`` and issue 3's measurements):
 
-- ``cpu``: what ONNX Runtime's x86 kernels run fastest: uint8 activations, int8 per-channel weights (U8S8), weights
-  stored as int8 initializers behind a DequantizeLinear.  ResNet18 on a 2-core x86: 8.9 ms FP32 -> 3.5 ms.
-- ``gpu``: TensorRT's explicit-quantization rules: symmetric int8 activations and weights (S8S8, every zero point 0)
-  with a QuantizeLinear/DequantizeLinear pair on each float weight, so TensorRT builds a strongly typed network from
-  it (TensorRT 11 has no other INT8 path) and ONNX Runtime CPU still runs it for parity tests (slowly: S8S8 on x86
-  is 11.5 ms for ResNet18, so never ship this form to a CPU).
+- ``cpu``: what ONNX Runtime's CPU kernels run fast and exactly on every processor: uint8 activations, 7-bit int8
+  per-channel weights (U8S8 with ``reduce_range``: no 16-bit saturation on x86 without VNNI, see
+  :mod:`edge.prepare.policy`), weights stored as int8 initializers behind a DequantizeLinear.
+- ``gpu``: TensorRT's explicit-quantization rules: symmetric int8 activations and full 8-bit weights (S8S8, every
+  zero point 0) with a QuantizeLinear/DequantizeLinear pair on each float weight, so TensorRT builds a strongly typed
+  network from it (TensorRT 11 has no other INT8 path) and ONNX Runtime CPU still runs it for parity tests (slowly:
+  never ship this form to a CPU).
 
-:func:`quantize_dynamic_matmul` writes the fast CPU form for wav2vec2-like models (weights int8, activations
-quantized at run time; *not* Q/DQ-static, CPU only; TensorRT cannot build it).  :func:`convert_fp16` writes the FP16
-variant for GPUs.  Which precision each network gets, and why, is :data:`PRECISION_POLICY`.
+:func:`quantize_dynamic_matmul` writes the fast CPU form for transformers (7-bit int8 weights, activations quantized
+at run time; *not* Q/DQ-static, CPU only; TensorRT cannot build it).  :func:`convert_fp16` writes the FP16 variant
+for GPUs.  Which precision each network gets, and why, is :data:`edge.prepare.policy.PRECISION_POLICY`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import tempfile
 import time
 from collections import Counter
@@ -30,13 +30,12 @@ import numpy as np
 from edge._lazy import lazy_import
 from edge.errors import InputError
 from edge.fileio import atomic_path
+from edge.prepare.policy import CONV_OPS, MATMUL_OPS, policy_for
 
 log = logging.getLogger("edge")
 
 Target = Literal["cpu", "gpu"]
 TARGETS: tuple[str, ...] = ("cpu", "gpu")
-CONV_OPS: tuple[str, ...] = ("Conv", "Gemm", "MatMul")
-MATMUL_OPS: tuple[str, ...] = ("MatMul",)
 
 #: Ops kept in float32 by :func:`convert_fp16` (on top of ONNX Runtime's own block list): normalisations and
 #: reductions whose sums of squares overflow or lose precision in FP16, and Softmax's exp/sum.
@@ -44,104 +43,6 @@ FP16_BLOCK_OPS: tuple[str, ...] = (
     "LayerNormalization", "InstanceNormalization", "GroupNormalization", "Softmax", "ReduceMean", "ReduceSum",
     "Pow", "Sqrt", "Reciprocal",
 )
-
-
-@dataclass(frozen=True)
-class NetworkPolicy:
-    """Precision of one network per target, the ops INT8 covers, and why.
-
-    ``cpu`` is ``"int8"`` (static Q/DQ, U8S8), ``"int8-dynamic"`` (:func:`quantize_dynamic_matmul`) or ``"fp32"``;
-    ``gpu`` is ``"int8"`` (static Q/DQ, S8S8) or ``"fp16"``.
-    """
-
-    cpu: str
-    gpu: str
-    op_types: tuple[str, ...]
-    reason: str
-    #: Dynamic INT8 only: per-channel weight scales, and nodes left in FP32 (regular expressions searched in names).
-    per_channel: bool = False
-    exclude: tuple[str, ...] = ()
-
-    def excluded_nodes(self, model_path: str | Path) -> list[str]:
-        """Names of the nodes of ``model_path`` that :attr:`exclude` keeps in FP32."""
-        if not self.exclude:
-            return []
-        onnx = lazy_import("onnx", purpose="quantization")
-        graph = onnx.load(str(model_path), load_external_data=False).graph
-        return [n.name for n in graph.node if any(re.search(pattern, n.name) for pattern in self.exclude)]
-
-
-_CONV_REASON = (
-    "convolutional: INT8 pays most on convolutions (ResNet18 8.9 -> 3.5 ms on a 2-core x86 with U8S8 Q/DQ); Conv, "
-    "Gemm and MatMul are quantized, per-channel weights; TensorRT builds the S8S8 form as INT8 convolutions"
-)
-_MTCNN_SMALL = (
-    "tiny convolutional net: FP32 on the CPU, where Q/DQ overhead outweighs INT8 kernels at this size (measured: "
-    "P-Net 1.44 ms FP32 vs 1.84 ms INT8, R-Net 0.10 vs 0.11 ms, batch 1, 2-core x86); INT8 S8S8 for TensorRT"
-)
-#: Per-network defaults (keys are the network names used by the exporters and the build).
-PRECISION_POLICY: dict[str, NetworkPolicy] = {
-    "resnet18": NetworkPolicy("int8", "int8", CONV_OPS, _CONV_REASON),
-    # P-Net and R-Net are so small (29 kB and 0.4 MB of weights) that Q/DQ overhead outweighs the INT8 kernels on
-    # ONNX Runtime's CPU: measured idle on a 2-core x86, batch 1, P-Net FP32 1.44 ms vs INT8 1.84 ms, R-Net
-    # 0.10 vs 0.11 ms (O-Net 0.56 vs 0.50 ms still gains).  So FP32 on the CPU; INT8 on GPUs, where TensorRT fuses it.
-    "pnet": NetworkPolicy("fp32", "int8", CONV_OPS, _MTCNN_SMALL + " (MTCNN P-Net)"),
-    "rnet": NetworkPolicy("fp32", "int8", CONV_OPS, _MTCNN_SMALL + " (MTCNN R-Net)"),
-    "onet": NetworkPolicy("int8", "int8", CONV_OPS, _CONV_REASON + " (MTCNN O-Net)"),
-    "bert": NetworkPolicy(
-        "int8-dynamic", "fp16", MATMUL_OPS,
-        "transformer: dynamic INT8 on MatMul only on the CPU (the projections and FFN hold nearly all the FLOPs; "
-        "LayerNorm, Softmax, GELU and the embeddings stay FP32; dynamic beat static Q/DQ for wav2vec2 and LFMIM, "
-        "not yet measured on BERT-base); FP16 on GPUs because post-training INT8 of BERT-base gains "
-        "little over FP16 there and has cost accuracy in published examples",
-    ),
-    "wav2vec2": NetworkPolicy(
-        "int8-dynamic", "fp16", MATMUL_OPS,
-        "transformer with a convolutional feature encoder: dynamic INT8 on MatMul on the CPU, the conv feature "
-        "encoder stays FP32.  Measured (wav2vec2-base random weights, 4 s RAVDESS speech, ORT 1.32, 2 threads on a "
-        "busy 2-core x86, so ratios only): dynamic MatMul 0.60x FP32 time, cosine 0.998 mean / 0.986 min; static "
-        "U8S8 MatMul-only 1.31x FP32 time (slower), cosine 0.994; static U8S8 Conv+MatMul 0.73x but cosine 0.755 "
-        "(the first conv sees the raw waveform and feeds a GroupNorm): fails the gate.  FP16 on GPUs",
-    ),
-    "lfmim": NetworkPolicy(
-        "int8-dynamic", "fp16", MATMUL_OPS,
-        "small transformer fusion model: MatMul-only INT8 on the CPU, dynamic because ONNX Runtime runs it fastest "
-        "(paper size, random weights, batch 1, 2-core x86: dynamic 0.59x the FP32 time, static U8S8 Q/DQ 0.91x; "
-        "fused-head agreement 1.0 for both); the Conv1d input projections, LayerNorm and Softmax stay FP32.  FP16 on "
-        "GPUs, where the model takes a fraction of a millisecond and INT8 would only risk the fused head's agreement",
-    ),
-    "lfmim-small": NetworkPolicy(
-        "fp32", "fp16", MATMUL_OPS,
-        "a small LFMIM (the starter's: d 96, 3 layers, 1.0 M parameters): FP32 on the CPU.  Measured on a 2-core x86: "
-        "FP32 1.8 ms vs dynamic INT8 1.3 ms per estimate (batch 1), about 1 ms per second at 2 Hz, while INT8 "
-        "flipped 2 of 128 held-out fused decisions (agreement 0.984, under the 0.99 gate).  FP16 on GPUs",
-    ),
-    "minilm": NetworkPolicy(
-        "int8-dynamic", "fp16", MATMUL_OPS,
-        "all-MiniLM-L6-v2 (the starter's text encoder, 32 tokens): dynamic INT8 on MatMul with per-channel weights, "
-        "the six FFN output projections kept FP32 (their inputs carry the outliers).  Measured on 64 GoEmotions dev "
-        "texts, 1 thread, 2-core x86: per-tensor 0.44x FP32 time but mean token cosine 0.947; per-channel 0.45x, "
-        "0.989 (under the 0.99 gate); per-channel without the FFN outputs 0.64x, 0.994.  FP16 on GPUs",
-        per_channel=True, exclude=(r"layer\.\d+/output/dense/MatMul$",),
-    ),
-    "logmel-cnn": NetworkPolicy(
-        "fp32", "fp16", CONV_OPS,
-        "the starter's log-mel CNN audio encoder (170k parameters, 1 s blocks): FP32 on the CPU, where INT8 gains "
-        "nothing at this size (measured 0.55 ms FP32 vs 0.56 ms INT8 per block, 1 thread, 2-core x86) and its first "
-        "Conv is the DFT that must stay exact; FP16 on GPUs",
-    ),
-}
-
-
-def policy_for(network: str) -> NetworkPolicy:
-    """The :data:`PRECISION_POLICY` entry of ``network``; an :class:`InputError` lists the known names."""
-    try:
-        return PRECISION_POLICY[network]
-    except KeyError:
-        raise InputError(
-            f"no precision policy for network {network!r}; known networks: {sorted(PRECISION_POLICY)}; "
-            "pass op_types explicitly to quantize another network"
-        ) from None
 
 
 # --------------------------------------------------------------------------------------------- calibration data
@@ -279,7 +180,7 @@ class QuantReport:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready figures for the build manifest."""
         return {
-            "source": str(self.source), "path": str(self.path), "method": self.method, "target": self.target,
+            "source": self.source.name, "path": self.path.name, "method": self.method, "target": self.target,
             "activation_type": self.activation_type, "weight_type": self.weight_type,
             "symmetric_activations": self.symmetric_activations, "per_channel": self.per_channel,
             "op_types": list(self.op_types), "excluded_nodes": list(self.excluded_nodes),
@@ -381,7 +282,7 @@ def quantize_int8(
         calibration.rewind()
         quantization.quantize_static(
             str(model), str(part), calibration, quant_format=quantization.QuantFormat.QDQ,
-            op_types_to_quantize=list(op_types), per_channel=per_channel, reduce_range=False,
+            op_types_to_quantize=list(op_types), per_channel=per_channel, reduce_range=target == "cpu",
             activation_type=activation, weight_type=weight, nodes_to_exclude=list(exclude_nodes) or None,
             calibrate_method=method, extra_options=extra,
         )
@@ -415,7 +316,7 @@ def quantize_dynamic_matmul(fp32_path: str | Path, out_path: str | Path, *, per_
         model, preprocessed, note = _preprocess(source, Path(tmp)) if preprocess else (source, False, "disabled")
         quantization.quantize_dynamic(
             str(model), str(part), op_types_to_quantize=list(MATMUL_OPS), per_channel=per_channel,
-            reduce_range=False, weight_type=quantization.QuantType.QInt8,
+            reduce_range=True, weight_type=quantization.QuantType.QInt8,
             nodes_to_exclude=list(exclude_nodes) or None,
         )
     report = QuantReport(

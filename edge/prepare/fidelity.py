@@ -1,4 +1,4 @@
-"""The fidelity gate: a quantized (or FP16) network against its FP32 original on held-out data (build path).
+"""The fidelity gate: a quantized (or FP16) network against its FP32 original on held-out data (torch-free).
 
 Two measurements, both run on ONNX Runtime's CPU provider, so they work wherever the build runs:
 
@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from edge._lazy import lazy_import
-from edge.build.quantize import CalibrationReader, _existing
+from edge.prepare.quantize import CalibrationReader, _existing
 from edge.errors import EdgeError, InputError
 
 log = logging.getLogger("edge")
@@ -61,7 +61,7 @@ class FidelityReport:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "kind": self.kind, "fp32": str(self.fp32_path), "quantized": str(self.quant_path),
+            "kind": self.kind, "fp32": self.fp32_path.name, "quantized": self.quant_path.name,
             "samples": self.samples, "outputs": {k: dict(v) for k, v in self.figures.items()},
         }
         if self.fused is not None:
@@ -80,13 +80,18 @@ def _held_out(feeds: Iterable[Mapping[str, Any]], model: Path) -> list[dict[str,
     return reader.feeds
 
 
-def _run_both(fp32_path: str | Path, quant_path: str | Path, feeds: Iterable[Mapping[str, Any]]
+def _run_both(fp32_path: str | Path, quant_path: str | Path, feeds: Iterable[Mapping[str, Any]], *,
+              emulate: bool = False
               ) -> tuple[Path, Path, list[dict[str, np.ndarray]], list[str], list[list[np.ndarray]], list[list[np.ndarray]]]:
     ort = lazy_import("onnxruntime", purpose="the fidelity gate")
     fp32 = _existing(fp32_path, "FP32 ONNX model")
     quant = _existing(quant_path, "quantized ONNX model")
     held = _held_out(feeds, fp32)
     sessions = [ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]) for p in (fp32, quant)]
+    if emulate:  # no graph optimisation: Q/DQ run as float ops (exact int8 rounding, no CPU integer kernels)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        sessions[1] = ort.InferenceSession(str(quant), options, providers=["CPUExecutionProvider"])
     names = [o.name for o in sessions[0].get_outputs()]
     missing = sorted(set(names) - {o.name for o in sessions[1].get_outputs()})
     if missing:
@@ -123,13 +128,17 @@ def classifier_agreement(
     *,
     heads: Sequence[str] = LFMIM_HEADS,
     fused: str = FUSED_HEAD,
+    emulate: bool = False,
 ) -> FidelityReport:
     """Top-1 agreement of ``quant_path`` with ``fp32_path`` per logit head over the held-out ``feeds``.
 
     ``heads`` name (batch, classes) outputs; ``fused`` is the head :func:`gate` holds to ``min_agreement``.
+    ``emulate`` runs the quantized graph without ONNX Runtime's graph optimisations, so its Q/DQ nodes execute as
+    exact float arithmetic instead of this CPU's integer kernels: the figure for a TensorRT (GPU) form, which no
+    CPU's kernels decide.
     Ties in the FP32 logits are not special-cased: a model whose logits tie is not trained enough to gate.
     """
-    fp32, quant, held, names, ref, got = _run_both(fp32_path, quant_path, feeds)
+    fp32, quant, held, names, ref, got = _run_both(fp32_path, quant_path, feeds, emulate=emulate)
     unknown = [h for h in heads if h not in names]
     if unknown or fused not in heads:
         raise InputError(f"heads {list(heads)} (fused {fused!r}) must be outputs of {fp32.name}; it has {names}")
@@ -153,9 +162,11 @@ def feature_cosine(
     feeds: Iterable[Mapping[str, Any]],
     *,
     outputs: Sequence[str] | None = None,
+    emulate: bool = False,
 ) -> FidelityReport:
-    """Cosine similarity of each feature vector (last axis) of every output (or ``outputs``) with FP32."""
-    fp32, quant, held, names, ref, got = _run_both(fp32_path, quant_path, feeds)
+    """Cosine similarity of each feature vector (last axis) of every output (or ``outputs``) with FP32
+    (``emulate``: as in :func:`classifier_agreement`)."""
+    fp32, quant, held, names, ref, got = _run_both(fp32_path, quant_path, feeds, emulate=emulate)
     chosen = list(outputs) if outputs is not None else names
     unknown = [o for o in chosen if o not in names]
     if unknown:
@@ -330,6 +341,20 @@ def _failures(report: FidelityReport, min_agreement: float, min_cosine: float) -
             for name, fig in report.figures.items() if fig["mean_cosine"] < min_cosine]
 
 
+def evaluate(report: FidelityReport, *, min_agreement: float = MIN_AGREEMENT,
+             min_cosine: float = MIN_COSINE) -> tuple[dict[str, Any], list[str]]:
+    """The figures of ``report`` (JSON-ready) with ``passed`` and the thresholds, and the failures as sentences."""
+    failures = _failures(report, min_agreement, min_cosine)
+    figures = report.to_dict()
+    figures.update({"passed": not failures, "min_agreement": min_agreement, "min_cosine": min_cosine})
+    return figures, failures
+
+
+def failure_line(report: FidelityReport, failures: Sequence[str]) -> str:
+    return (f"fidelity gate failed for {report.quant_path.name} over {report.samples} held-out samples: "
+            f"{'; '.join(failures)}")
+
+
 def gate(report: FidelityReport, *, min_agreement: float = MIN_AGREEMENT, min_cosine: float = MIN_COSINE,
          force: bool = False) -> dict[str, Any]:
     """Hold ``report`` to the thresholds; return its figures (JSON-ready) with ``passed`` and the thresholds.
@@ -337,19 +362,18 @@ def gate(report: FidelityReport, *, min_agreement: float = MIN_AGREEMENT, min_co
     On a failure the worst layer is located and named; :class:`FidelityError` is raised unless ``force``, which
     logs a warning and returns the figures with ``"forced": true``.
     """
-    failures = _failures(report, min_agreement, min_cosine)
-    if failures and report.worst_layer is None and report.feeds:
-        report.worst_layer = locate_worst_layer(report.fp32_path, report.quant_path, report.feeds)
-    figures = report.to_dict()
-    figures.update({"passed": not failures, "min_agreement": min_agreement, "min_cosine": min_cosine})
+    figures, failures = evaluate(report, min_agreement=min_agreement, min_cosine=min_cosine)
     if not failures:
         log.info("fidelity gate passed: %s", report.quant_path.name)
         return figures
-    message = (f"fidelity gate failed for {report.quant_path.name} over {report.samples} held-out samples: "
-               f"{'; '.join(failures)}; {_describe(report.worst_layer)}")
+    if report.worst_layer is None and report.feeds:
+        report.worst_layer = locate_worst_layer(report.fp32_path, report.quant_path, report.feeds)
+        figures["worst_layer"] = report.worst_layer
+    message = f"{failure_line(report, failures)}; {_describe(report.worst_layer)}"
     worst_nodes = (report.worst_layer or {}).get("nodes", [])
     hint = ("recalibrate on more representative samples (the calibration recipe), keep the worst layer in FP32 "
-            f"(exclude_nodes={worst_nodes[:1]}), choose FP16 for this network, or pass --force to keep it anyway")
+            f"(exclude_nodes={worst_nodes[:1]}), choose FP16 for this network, pass --fallback to run this network "
+            "in FP32, or --force to keep it anyway")
     if force:
         log.warning("%s; kept because of --force", message)
         figures["forced"] = True

@@ -13,7 +13,7 @@ import logging
 
 import numpy as np
 
-from edge.build.calibration import Material, Recipes
+from edge.prepare.feeds import Material, Split
 
 log = logging.getLogger("edge")
 
@@ -88,6 +88,10 @@ def demo_material(*, window_samples: int, sample_rate: int, videos: int = 4, fra
     return material
 
 
-def demo_recipes(source: str = "demo clip (edge.demo) + edge.build.demo_material.GATE_TEXTS") -> Recipes:
+#: Where the demo material comes from (recorded in manifests).
+DEMO_SOURCE = "demo clip (edge.demo) + edge.prepare.demo_material.GATE_TEXTS"
+
+
+def demo_split() -> Split:
     """Every sample goes to the gate (one 'calibration' sample is split off and unused: nothing is calibrated)."""
-    return Recipes(calibrate=1, holdout=64, lfmim_holdout=128, seed=0, source=source)
+    return Split(calibrate=1, holdout=64, lfmim_holdout=128, seed=0)
