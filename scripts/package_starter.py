@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.copyfile(out / entry["variant_onnx"]["file"], ASSETS / dst)
                 records[dst] = _relative({"quantization": entry.get("quantization"), "fidelity": entry.get("fidelity"),
                                           "calibration": manifest.get("calibration"), "cpu": manifest.get("cpu")})
-                origin[dst] = f"scripts/package_starter.py (calibrated on {records[dst]['calibration']['data']})"
+                origin[dst] = ("scripts/package_starter.py (calibrated on the real clips calibration/recipes.toml draws from "
+                               f"{records[dst]['calibration']['data']}, ../shared/data)")
             if target == "cpu":
                 for name in SHIPPED_FP32:
                     dst = f"{name}.fp32.onnx"
