@@ -1,9 +1,9 @@
 """A short demo clip made on the spot, so the live loop runs on a machine with no camera and no downloads.
 
-The picture is a real face photograph every matplotlib install ships (``grace_hopper.jpg``, the public-domain
-U.S. Navy portrait of Rear Admiral Grace Hopper), gently animated with OpenCV: a slow zoom and pan (Ken Burns),
-a head tilt of a degree or two and a slight breathing scale, the face kept large and frontal. The sound is a few
-short English sentences with clear emotion content (a happy part, then a sad and an angry one) spoken by the
+The picture is a real face photograph (``grace_hopper.jpg``, the public-domain U.S. Navy portrait of Rear Admiral
+Grace Hopper, as matplotlib's sample data has it; shipped in ``edge/assets/demo/``), gently animated with OpenCV: a
+slow zoom and pan (Ken Burns), a head tilt of a degree or two and a slight breathing scale, the face kept large and
+frontal. The sound is a few short English sentences with clear emotion content (a happy part, then a sad and an angry one) spoken by the
 ``espeak-ng`` program, with pauses between them so a voice-activity detector and a speech recogniser segment
 them. ``ffmpeg`` muxes both into an H.264 + AAC mp4.
 
@@ -61,7 +61,7 @@ _QUIET = 200  # |sample| below this (int16) counts as silence when trimming a se
 _KEEP_S = 0.05  # kept around a trimmed sentence
 CACHE_ENV = "LFMIM_EDGE_CACHE"
 
-#: The portrait in matplotlib's sample data, and where its face lies (pixels of the 512 x 600 image): the centre
+#: The portrait (shipped in the package), and where its face lies (pixels of the 512 x 600 image): the centre
 #: of the view at the start and at the end of the clip, and the width of the view (the face is ~210 px wide).
 PORTRAIT = "grace_hopper.jpg"
 _VIEW_START = ((258.0, 240.0), 470.0)
@@ -182,16 +182,10 @@ def _write_wav(path: Path, samples: np.ndarray, rate: int) -> None:
 
 # -- picture ---------------------------------------------------------------------------------------------
 def portrait_path() -> Path:
-    """matplotlib's copy of the Grace Hopper portrait."""
-    matplotlib = lazy_import("matplotlib", purpose="the demo clip's portrait")
-    try:
-        path = Path(lazy_import("matplotlib.cbook").get_sample_data(PORTRAIT, asfileobj=False))
-    except (OSError, ValueError):
-        path = Path(matplotlib.get_data_path()) / "sample_data" / PORTRAIT
-    if not path.is_file():
-        raise InputError(f"matplotlib {matplotlib.__version__} ships no {PORTRAIT} (looked at {str(path)!r}); "
-                         "reinstall it with `pip install --force-reinstall matplotlib`")
-    return path
+    """The Grace Hopper portrait that ships in the package (``asset:demo/grace_hopper.jpg``, hash-checked)."""
+    from edge.assets import asset_path
+
+    return asset_path(f"asset:demo/{PORTRAIT}")
 
 
 def _camera(t: float, duration: float, width: int, height: int, phases: np.ndarray,

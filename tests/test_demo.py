@@ -179,9 +179,12 @@ def test_bad_parameters_are_clear_errors(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_the_portrait_comes_from_matplotlib():
+def test_the_portrait_ships_in_the_package_and_is_a_real_jpeg():
     path = portrait_path()
-    assert path.name == "grace_hopper.jpg" and "matplotlib" in str(path)
+    assert path.name == "grace_hopper.jpg" and path.parent.name == "demo" and path.parent.parent.name == "assets"
+    cv2 = pytest.importorskip("cv2")
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape == (600, 512, 3)
 
 
 def test_the_run_path_never_imports_torch():

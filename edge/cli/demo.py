@@ -16,8 +16,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="edge-demo",
         description="Make a ~10 s demo clip from material already on this machine: the Grace Hopper portrait that "
-                    "matplotlib ships, gently animated (slow zoom and pan, a slight tilt), and a few short English "
-                    "sentences with clear emotion content spoken by espeak-ng; ffmpeg muxes them into an H.264 + "
+                    "the package ships (public domain), gently animated (slow zoom and pan, a slight tilt), and a few "
+                    "short English sentences with clear emotion content spoken by espeak-ng; ffmpeg muxes them into an H.264 + "
                     "AAC mp4. Prints the clip's path; play it through the live loop with edge-run --video PATH. "
                     "Needs the espeak-ng and ffmpeg programs (sudo apt-get install espeak-ng ffmpeg).",
         epilog="Examples:\n  edge-demo\n  edge-run --video \"$(edge-demo)\" --jsonl -\n"

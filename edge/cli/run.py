@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("--no-view", action="store_true", help="no live terminal view")
     out.add_argument("--summary-json", default=None, help="also write the end-of-run summary to FILE")
     p.add_argument("--demo", action="store_true",
-                   help="replay the demo clip (made on first use from a face photograph matplotlib ships, gently "
+                   help="replay the demo clip (made on first use from a face photograph shipped in the package, gently "
                         "animated, with speech from espeak-ng; cached): no camera, no downloads")
     p.add_argument("--list-devices", action="store_true", help="list microphones and exit")
     p.add_argument("-q", "--quiet", action="store_true")
