@@ -29,6 +29,19 @@ def pytest_collection_modifyitems(config, items):
 
 
 @pytest.fixture(scope="session")
+def demo_clip() -> Path:
+    """The demo clip (made with espeak-ng and ffmpeg; cached): real decoded media that every machine can make."""
+    from edge.media import tool_path
+
+    if not (tool_path("ffmpeg") and tool_path("espeak-ng")):
+        pytest.skip("the demo clip needs ffmpeg and espeak-ng (apt-get install ffmpeg espeak-ng)")
+    pytest.importorskip("cv2", reason="the demo clip needs OpenCV (pip install 'lfmim-edge[cpu]')")
+    from edge.demo import make_demo_clip
+
+    return make_demo_clip()
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real data not found at {DATA} (set LFMIM_DATA to the shared/data folder)")
@@ -41,7 +54,9 @@ TINY_PROFILE = ROOT / "tests" / "fixtures" / "tiny.toml"
 @pytest.fixture(scope="session")
 def tiny_build(tmp_path_factory) -> Path:
     """A real FP32 build of the tiny profile (the paper's architectures at small widths, random weights), made
-    once per test session and shared: export, parity checks and manifest included (~20 s)."""
+    once per test session and shared: export, parity checks and manifest included (~20 s).  Exporting needs the
+    build extras (torch): where they are not installed (the run-path-only lane) the tests that use it skip."""
+    pytest.importorskip("torch", reason="the tiny build is exported with PyTorch (pip install 'lfmim-edge[train,build]')")
     from edge.build.builder import BuildOptions, build
 
     out = tmp_path_factory.mktemp("tiny-engines")

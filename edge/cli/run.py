@@ -24,7 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "rolling per-modality (text, audio, vision) and fused emotion estimates with LFMIM.",
         epilog="Examples:\n  edge-run --camera 0\n  edge-run --demo        # a clip made here: a face photo, animated, with "
                "synthesised speech\n  edge-run --video clip.mp4 --jsonl -\n"
-               "  edge-run --video clip.mp4 --speed max --jsonl out.jsonl --no-view\n  edge-run --list-devices",
+               "  edge-run --video clip.mp4 --speed max --jsonl out.jsonl --no-view\n  edge-run --list-devices\n"
+               "  edge-run --check         # is this machine ready? (a kiosk installer's check)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     fields = add_dataclass_flags(p, RunConfig, HELP)
@@ -38,6 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replay the demo clip (made on first use from a face photograph shipped in the package, gently "
                         "animated, with speech from espeak-ng; cached): no camera, no downloads")
     p.add_argument("--list-devices", action="store_true", help="list microphones and exit")
+    p.add_argument("--check", action="store_true",
+                   help="health check (what a kiosk installer runs): open or prepare the build, run every network "
+                        "once on the demo material, list capture devices, backends and CPU features; one verdict "
+                        "per line; exit status 1 when anything this run needs is missing")
     p.add_argument("-q", "--quiet", action="store_true")
     return p
 
@@ -52,17 +57,38 @@ def main(argv: list[str] | None = None) -> int:
 
             print(list_devices())
             return 0
-        from edge.stream.recognizer import Recognizer, check_sources
+        from edge.stream.config import OptionsError
 
         overrides = dataclass_overrides(args, args._fields)
+        if args.demo and any(overrides.get(k) for k in ("camera", "video", "audio")):
+            raise InputError("--demo replays the demo clip; drop --camera / --video / --audio, or drop --demo")
+        try:  # every option is checked before anything heavy starts, and every mistake is named
+            config = RunConfig(**{**overrides, **({"video": "demo.mp4"} if args.demo else {})})
+        except OptionsError as exc:
+            for mistake in exc.mistakes:
+                print(f"edge-run: error: {mistake}", file=sys.stderr)
+            return 2
+        from edge.profile import load_profile
+
+        load_profile(config.profile)  # an unknown profile fails here, in one line
+        if args.check:
+            from edge.stream.health import format_checks, run_checks
+
+            if args.demo:  # the demo replay needs no camera; the clip itself is one of the checks
+                from edge.demo import make_demo_clip
+
+                config = config.replace(video=str(make_demo_clip()))
+            checks = run_checks(config)
+            print(format_checks(checks))
+            return 1 if any(c.verdict == "FAIL" for c in checks) else 0
+        from edge.stream.first_run import ensure_build
+        from edge.stream.recognizer import Recognizer, check_sources
+
         if args.demo:
-            if any(overrides.get(k) for k in ("camera", "video", "audio")):
-                raise InputError("--demo replays the demo clip; drop --camera / --video / --audio, or drop --demo")
             from edge.demo import make_demo_clip
 
-            overrides["video"] = str(make_demo_clip())
-            log.info("demo clip: %s", overrides["video"])
-        config = RunConfig(**overrides)
+            config = config.replace(video=str(make_demo_clip()))
+            log.info("demo clip: %s", config.video)
         check_sources(config)
         sinks = []
         if args.jsonl:
@@ -74,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
 
             sinks.append(TerminalView())
         recognizer = Recognizer(config)
+        recognizer.preflight()
+        if not config.engines:  # the first run builds here, where Ctrl-C stops it at once (nothing half-written)
+            ensure_build(config.profile, target=config.target, root=config.engines_root,
+                         random_weights=config.random_weights, threads=config.threads or None)
         stopping = threading.Event()
 
         def interrupt(signum, frame):  # Ctrl-C: stop cleanly, flush every sink, print the summary
@@ -81,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
 
         previous = signal.signal(signal.SIGINT, interrupt) if threading.current_thread() is threading.main_thread() else None
         try:
+            for sink in sinks:
+                if hasattr(sink, "error"):
+                    recognizer.on_error(sink.error)
             recognizer.start()
             if args.show:
                 from edge.sinks.overlay import OverlayWindow

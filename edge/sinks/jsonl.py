@@ -1,4 +1,5 @@
-"""JSON Lines sink: one object per estimate, flushed per line (``-`` writes to standard output)."""
+"""JSON Lines sink: one object per estimate, flushed per line (``-`` writes to standard output), and one
+``{"type": "error", ...}`` object per failure of a part of the loop (:meth:`JsonlSink.error`)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from edge.stream.estimate import Estimate
 
 
 class JsonlSink:
+    name = "jsonl"
+
     def __init__(self, target: str) -> None:
         self.target = target
         if target == "-":
@@ -27,6 +30,10 @@ class JsonlSink:
 
     def __call__(self, estimate: Estimate) -> None:
         self.write(estimate.to_dict())
+
+    def error(self, failure: Any) -> None:
+        """Record a :class:`edge.stream.failures.Failure` in the stream."""
+        self.write(failure.to_dict())
 
     def write(self, record: dict[str, Any]) -> None:
         self._fh.write(json.dumps(record, ensure_ascii=False) + "\n")

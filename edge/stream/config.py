@@ -5,7 +5,22 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import math
+
 from edge.errors import InputError
+from edge.stream.estimate import Smoother
+
+SMOOTHINGS = Smoother.KINDS
+ASR_CHOICES = ("pocketsphinx", "whisper", "none")
+
+
+class OptionsError(InputError):
+    """Several mistakes in the live loop's options: ``mistakes`` holds one sentence each (the CLI prints one line
+    for each)."""
+
+    def __init__(self, mistakes: list[str]) -> None:
+        self.mistakes = list(mistakes)
+        super().__init__("; ".join(self.mistakes))
 
 #: Help text of every field, shared by the CLI (a test checks that flags and fields agree).
 HELP = {
@@ -34,6 +49,8 @@ HELP = {
     "random_weights": "when no build exists and the profile's weights are not at hand, build with random weights "
                       "(mechanics and cost only: the estimates mean nothing)",
     "partial_s": "transcribe ongoing speech every this many seconds of it (partial transcripts; 0 = finals only)",
+    "restart": "restart a stage that fails up to N times (waits 0.25 s, doubling, at most 5 s); 0 = a failed stage "
+               "stays down and its modality unavailable",
 }
 
 
@@ -63,24 +80,52 @@ class RunConfig:
     max_seconds: float = 0.0
     random_weights: bool = False
     partial_s: float = 3.0
+    restart: int = 0
 
     def __post_init__(self) -> None:
+        mistakes = self.mistakes()
+        if mistakes:
+            raise OptionsError(mistakes)
+
+    def mistakes(self) -> list[str]:
+        """Every problem with these options, one sentence each (empty: the options are fine)."""
+        out: list[str] = []
         sources = [name for name in ("camera", "video", "audio") if getattr(self, name)]
         if len(sources) > 1:
-            raise InputError(f"choose one source: --{sources[0]} or --{sources[1]}, not both")
+            out.append(f"choose one source: --{sources[0]} or --{sources[1]}, not both")
         if self.speed not in ("realtime", "max"):
-            raise InputError(f"--speed {self.speed!r}: expected realtime or max")
-        if self.speed == "max" and not (self.video or self.audio):
-            raise InputError("--speed max replays files only; add --video FILE or --audio FILE")
+            out.append(f"--speed {self.speed!r}: expected realtime or max")
+        elif self.speed == "max" and not (self.video or self.audio):
+            out.append("--speed max replays files only; add --video FILE or --audio FILE")
         if self.target not in ("cpu", "gpu"):
-            raise InputError(f"--target {self.target!r}: expected cpu or gpu")
+            out.append(f"--target {self.target!r}: expected cpu or gpu")
         for name in ("rate", "window", "fps", "max_seconds", "text_window", "partial_s"):
-            if getattr(self, name) < 0:
-                raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
-        if self.detect_every < 1:
-            raise InputError(f"--detect-every must be at least 1, got {self.detect_every}")
-        if self.asr not in ("pocketsphinx", "whisper", "none"):
-            raise InputError(f"--asr {self.asr!r}: expected pocketsphinx, whisper or none")
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+                out.append(f"--{name.replace('_', '-')} must be a number >= 0, got {value!r}")
+        if self.rate and self.rate > 50:
+            out.append(f"--rate {self.rate}: at most 50 estimates per second")
+        if not isinstance(self.detect_every, int) or self.detect_every < 1:
+            out.append(f"--detect-every must be a whole number >= 1, got {self.detect_every!r}")
+        if self.smoothing not in SMOOTHINGS:
+            out.append(f"--smoothing {self.smoothing!r}: expected one of {', '.join(SMOOTHINGS)}")
+        if not isinstance(self.alpha, (int, float)) or not (0.0 < self.alpha <= 1.0):
+            out.append(f"--alpha {self.alpha!r}: the EMA weight must lie in (0, 1]")
+        if not isinstance(self.vad_threshold, (int, float)) or not (0.0 < self.vad_threshold < 1.0):
+            out.append(f"--vad-threshold {self.vad_threshold!r}: a speech probability in (0, 1)")
+        if self.asr not in ASR_CHOICES:
+            out.append(f"--asr {self.asr!r}: expected one of {', '.join(ASR_CHOICES)}")
+        elif self.asr == "whisper" and not self.asr_model:
+            out.append("--asr whisper needs --asr-model DIR (a Whisper export: edge-export-whisper MODEL DIR)")
+        elif self.asr_model and self.asr in ("pocketsphinx", "none"):
+            out.append(f"--asr-model is for a Whisper model; --asr {self.asr} takes none")
+        if self.language and not (self.language.isalpha() and 2 <= len(self.language) <= 3):
+            out.append(f"--language {self.language!r}: a language code such as en or zh")
+        if not isinstance(self.threads, int) or self.threads < 0:
+            out.append(f"--threads must be a whole number >= 0 (0 = ONNX Runtime's choice), got {self.threads!r}")
+        if not isinstance(self.restart, int) or isinstance(self.restart, bool) or self.restart < 0:
+            out.append(f"--restart must be a whole number >= 0, got {self.restart!r}")
+        return out
 
     @property
     def source(self) -> str:

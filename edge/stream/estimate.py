@@ -43,6 +43,8 @@ class Estimate:
     latency_ms: dict[str, float]
     faces: dict[str, int] = field(default_factory=dict)
     dropped: dict[str, float] = field(default_factory=dict)
+    #: modality (or "fused") -> why it is unavailable because a part of the loop failed (edge.stream.failures)
+    reasons: dict[str, str] = field(default_factory=dict)
 
     def label(self, output: str = "fused") -> str | None:
         p = self.probs.get(output)
@@ -66,7 +68,7 @@ class Estimate:
             "age_s": {m: None if a is None else round(a, 4) for m, a in self.age_s.items()},
             "transcript": self.transcript, "classes": list(self.classes),
             "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()},
-            "faces": dict(self.faces), "dropped": dict(self.dropped),
+            "faces": dict(self.faces), "dropped": dict(self.dropped), "failed": dict(self.reasons),
         }
 
 
@@ -109,10 +111,12 @@ class Smoother:
 def make_estimate(index: int, *, time: float, media_time: float, classes: tuple[str, ...],
                   raw: Mapping[str, np.ndarray | None], smoother: Smoother, available: Mapping[str, bool],
                   age_s: Mapping[str, float | None], transcript: str, latency_ms: Mapping[str, float],
-                  faces: Mapping[str, int] | None = None, dropped: Mapping[str, float] | None = None) -> Estimate:
+                  faces: Mapping[str, int] | None = None, dropped: Mapping[str, float] | None = None,
+                  reasons: Mapping[str, str] | None = None) -> Estimate:
     smoothed = {o: smoother(o, raw.get(o)) for o in OUTPUTS}
     as_list = {o: (None if v is None else [float(x) for x in v]) for o, v in smoothed.items()}
     raw_list = {o: (None if raw.get(o) is None else [float(x) for x in raw[o]]) for o in OUTPUTS}
     return Estimate(index=index, time=time, media_time=media_time, classes=tuple(classes), probs=as_list,
                     raw=raw_list, available=dict(available), age_s=dict(age_s), transcript=transcript,
-                    latency_ms=dict(latency_ms), faces=dict(faces or {}), dropped=dict(dropped or {}))
+                    latency_ms=dict(latency_ms), faces=dict(faces or {}), dropped=dict(dropped or {}),
+                    reasons=dict(reasons or {}))

@@ -28,6 +28,22 @@ class Fusion:
         self._blocks: dict[int, np.ndarray] = {}  # audio block index -> encoder frames
         self.index = 0
         self.compute_s = {"audio_encoder": 0.0, "text_encoder": 0.0, "lfmim": 0.0}
+        #: where encoder failures go (set by the recognizer; see edge.stream.failures); None: they raise
+        self.reporter: Any = None
+
+    def _guarded(self, part: str, t: float, compute: Any, empty: Any) -> Any:
+        """``compute()``, or ``empty`` when ``part`` is down for good or raises now (reported)."""
+        if self.reporter is None:
+            return compute()
+        if self.reporter.is_down(part):
+            return empty
+        try:
+            out = compute()
+        except Exception as exc:  # reported at once; that modality is unavailable for this estimate
+            self.reporter.report(part, exc, media_time=t)
+            return empty
+        self.reporter.recovered(part)
+        return out
 
     def _vision(self, t: float) -> tuple[np.ndarray, bool, float | None, dict[str, int]]:
         from edge.features.vision_pre import sample_frames
@@ -97,15 +113,37 @@ class Fusion:
         ``media_time`` and ``time`` relative to ``origin`` (the start of the run).
         """
         started = time.perf_counter()
+        p = self.profile
         vision, v_ok, v_age, faces = self._vision(t)
-        audio, a_ok, a_age, a_s = self._audio(t)
-        text, t_ok, t_age, transcript, t_s = self._text(t)
+        audio, a_ok, a_age, a_s = self._guarded(
+            "audio_encoder", t, lambda: self._audio(t), (np.zeros((p.audio.frames, p.audio.dim), np.float32), False,
+                                                         None, 0.0))
+        text, t_ok, t_age, transcript, t_s = self._guarded(
+            "text_encoder", t, lambda: self._text(t), (np.zeros((p.text.tokens, p.text.dim), np.float32), False,
+                                                       None, "", 0.0))
+        reasons = self.reporter.reasons() if self.reporter is not None else {}
+        available = {"text": t_ok and "text" not in reasons, "audio": a_ok and "audio" not in reasons,
+                     "vision": v_ok and "vision" not in reasons}
+        # a modality whose part failed gets zero features, as padding does in training
+        text = np.zeros_like(text) if "text" in reasons else text
+        audio = np.zeros_like(audio) if "audio" in reasons else audio
+        vision = np.zeros_like(vision) if "vision" in reasons else vision
         fused_started = time.perf_counter()
-        probs = self.x.fuse(text, audio, vision)
+        try:
+            probs = self.x.fuse(text, audio, vision)
+        except Exception as exc:
+            if self.reporter is None or not self.reporter.report("lfmim", exc, media_time=t):
+                raise
+            probs, available = None, {m: False for m in available}
+            reasons = self.reporter.reasons()
+        else:
+            if self.reporter is not None:
+                self.reporter.recovered("lfmim")
         l_s = time.perf_counter() - fused_started
-        available = {"text": t_ok, "audio": a_ok, "vision": v_ok}
-        raw = {"text": probs["t"] if t_ok else None, "audio": probs["a"] if a_ok else None,
-               "vision": probs["v"] if v_ok else None, "fused": probs["m"] if any(available.values()) else None}
+        probs = probs or {"t": None, "a": None, "v": None, "m": None}
+        raw = {"text": probs["t"] if available["text"] else None, "audio": probs["a"] if available["audio"] else None,
+               "vision": probs["v"] if available["vision"] else None,
+               "fused": probs["m"] if any(available.values()) else None}
         for name, value in (("audio_encoder", a_s), ("text_encoder", t_s), ("lfmim", l_s)):
             self.compute_s[name] += value
         latency = {"audio_encoder": a_s * 1e3, "text_encoder": t_s * 1e3, "lfmim": l_s * 1e3,
@@ -116,6 +154,7 @@ class Fusion:
         estimate = make_estimate(self.index, time=emitted_at - origin, media_time=t - origin,
                                  classes=tuple(self.profile.classes), raw=raw, smoother=self.smoother,
                                  available=available, age_s={"text": t_age, "audio": a_age, "vision": v_age},
-                                 transcript=transcript, latency_ms=latency, faces=faces, dropped=dropped)
+                                 transcript=transcript, latency_ms=latency, faces=faces, dropped=dropped,
+                                 reasons=reasons)
         self.index += 1
         return estimate

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 from edge.errors import InputError
 from edge.stream.config import RunConfig
 from edge.stream.estimate import Estimate, Smoother
+from edge.stream.failures import Failure, FailureReporter, RestartPolicy
 from edge.stream.queues import AudioQueue, DropOldestQueue
 from edge.stream.rings import AudioRing, FrameRing
 from edge.stream.stages import ASRStage, AudioStage, VisionStage
@@ -34,12 +35,19 @@ KEEP_MARGIN_S = 10.0
 
 
 class Recognizer:
-    def __init__(self, config: RunConfig, *, engines: Any = None, asr: Any = None) -> None:
+    def __init__(self, config: RunConfig, *, engines: Any = None, asr: Any = None,
+                 sources: Callable[["Recognizer"], list[Any]] | None = None) -> None:
+        """``engines``: an open :class:`~edge.runtime.engines.EngineSet` to share (else the config's build is opened);
+        ``asr``: a :class:`~edge.stream.asr.SpeechRecognizer` to use instead of the config's; ``sources``: a function
+        of the recognizer that returns the capture sources to run instead of the config's (they feed
+        ``video_q`` / ``audio_q`` on ``clock``; ``sources_have_video`` says whether video comes)."""
         self.config = config
+        self._make_sources = sources
         self._engines = engines
         self._owns_engines = engines is None
         self._asr = asr
         self._callbacks: list[Callable[[Estimate], None]] = []
+        self._error_callbacks: list[Callable[[Failure], None]] = []
         self._subscribers: list[queue.Queue] = []
         self._latest: Estimate | None = None
         self._lock = threading.Lock()
@@ -47,7 +55,8 @@ class Recognizer:
         self.finished = threading.Event()
         self.estimates_emitted = 0
         self.history: list[dict[str, float]] = []  # per-estimate latency figures for the summary
-        self.errors: list[str] = []
+        #: every failure of a stage, source, encoder or sink (see edge.stream.failures)
+        self.reporter = FailureReporter(RestartPolicy(config.restart), notify=self._failure)
         self._threads: list[threading.Thread] = []
         self.sources: list[Any] = []
         self.started_wall: float | None = None
@@ -90,6 +99,9 @@ class Recognizer:
 
         self.fusion = Fusion(self.extractors, self.vision, self.audio, self.asr, self.smoother,
                              window_s=self.window, text_window_s=c.text_window)
+        for part in (self.vision, self.audio, self.asr, self.fusion):
+            if part is not None:
+                part.reporter = self.reporter
         self.sources = self._sources()
         self._outbox: queue.Queue = queue.Queue()
         if not self.sources_have_video:
@@ -131,6 +143,8 @@ class Recognizer:
         c = self.config
         on_error = self._source_error
         self.sources_have_video = not c.audio
+        if self._make_sources is not None:
+            return list(self._make_sources(self))
         if c.video or c.audio:
             path = c.video or c.audio
             return [FileReplaySource(path, speed=c.speed, clock=self.clock, video_queue=self.video_q if c.video else None,
@@ -143,8 +157,26 @@ class Recognizer:
 
     def _source_error(self, source: Any, error: Exception) -> None:
         message = str(error)
-        if message not in self.errors:  # the same failure reported by two streams of one file counts once
-            self.errors.append(message)
+        if any(message in m for m in self.errors):  # the same failure reported by two streams of one file counts once
+            return
+        name = getattr(source, "name", "source")
+        part = "replay" if "replay" in type(source).__name__.lower() else name
+        self.reporter.report(part, error, restartable=False)  # sources retry on their own (cameras reconnect)
+
+    def _failure(self, failure: Failure) -> None:
+        """A failure was reported (any thread): deliver it to the error callbacks on the dispatcher thread."""
+        outbox = getattr(self, "_outbox", None)
+        if outbox is not None:
+            outbox.put(failure)
+
+    @property
+    def errors(self) -> list[str]:
+        """Every failure of the run so far, one line each (``failures`` has the records)."""
+        return self.reporter.messages
+
+    @property
+    def failures(self) -> list[Failure]:
+        return list(self.reporter.failures)
 
     # -- life cycle --------------------------------------------------------------------------------------------
     def start(self) -> "Recognizer":
@@ -169,6 +201,8 @@ class Recognizer:
     def preflight(self) -> None:
         """Check the capture devices before loading models: a missing camera or microphone fails in one line."""
         c = self.config
+        if self._make_sources is not None:  # the caller's sources open (and fail) in start()
+            return
         if c.video or c.audio:
             check_sources(c)
             return
@@ -205,8 +239,13 @@ class Recognizer:
 
     # -- consumers ---------------------------------------------------------------------------------------------
     def on_estimate(self, callback: Callable[[Estimate], None]) -> None:
-        """Call ``callback(estimate)`` for every estimate, on the dispatcher thread (exceptions are logged)."""
+        """Call ``callback(estimate)`` for every estimate, on the dispatcher thread.  A callback that raises is
+        reported as a failure (``sink <name> failed: ...``) and not called again."""
         self._callbacks.append(callback)
+
+    def on_error(self, callback: Callable[[Failure], None]) -> None:
+        """Call ``callback(failure)`` for every failure of a part of the loop, on the dispatcher thread."""
+        self._error_callbacks.append(callback)
 
     def estimates(self, timeout: float | None = None) -> Iterator[Estimate]:
         """Every estimate from now on, until the stream ends or ``stop()``; ``timeout`` bounds each wait."""
@@ -240,6 +279,13 @@ class Recognizer:
     def _dispatch_loop(self) -> None:
         while True:
             item = self._outbox.get()
+            if isinstance(item, Failure):
+                for callback in list(self._error_callbacks):
+                    try:
+                        callback(item)
+                    except Exception:  # noqa: BLE001 - an error callback that fails is logged, nothing more
+                        log.exception("error callback failed")
+                continue
             with self._lock:
                 subscribers = list(self._subscribers)
             if item is _END:
@@ -250,11 +296,13 @@ class Recognizer:
             self._latest = item
             for q in subscribers:
                 q.put(item)
-            for callback in self._callbacks:
+            for callback in list(self._callbacks):
                 try:
                     callback(item)
-                except Exception:  # a kiosk callback must not stop recognition
-                    log.exception("estimate callback failed")
+                except Exception as exc:  # a kiosk callback must not stop recognition: reported, then dropped
+                    self._callbacks.remove(callback)
+                    name = getattr(callback, "name", None) or type(callback).__name__
+                    self.reporter.report(f"sink {name}", exc, restartable=False)
 
     def _stages_done(self) -> bool:
         return all(s.done.is_set() for s in (self.vision, self.audio, self.asr) if s is not None)
@@ -269,7 +317,7 @@ class Recognizer:
         if self.audio.watermark < t and not self.audio.done.is_set():
             return False
         if self.asr is not None and not self.asr.done.is_set():
-            return self.asr.items >= self.audio.segments_known_by(t)
+            return self.asr.items + self.asr.lost >= self.audio.segments_known_by(t)
         return True
 
     def _emit(self, t: float, *, live: bool) -> None:
@@ -291,9 +339,8 @@ class Recognizer:
                 self._ticks_max(period)
             else:
                 self._ticks_live(period)
-        except BaseException as exc:
-            log.exception("fusion failed")
-            self.errors.append(f"fusion failed: {exc}")
+        except BaseException as exc:  # no estimate can be made any more: reported, and the run ends
+            self.reporter.report("fusion", exc, restartable=False)
         finally:
             self._outbox_put(_END)
 
@@ -367,7 +414,8 @@ class Recognizer:
             "dropped_frames": self.video_q.dropped, "audio_overflow_s": round(self.audio_q.overflow_seconds, 3),
             "speech_segments": len(self.audio.speech), "transcripts": [t.text for t in self.asr.transcripts if t.final] if self.asr else [],
             "partial_transcripts": sum(not t.final for t in self.asr.transcripts) if self.asr else 0,
-            "errors": list(self.errors),
+            "errors": list(self.errors), "restarts": dict(self.reporter.restarts),
+            "down": sorted(f.part for f in self.reporter.failures if f.final),
         }
 
 

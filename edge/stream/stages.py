@@ -42,6 +42,10 @@ class Stage:
         self.error: BaseException | None = None
         self.busy_s = 0.0
         self.items = 0
+        #: where failures go (set by the recognizer); without one a failure stops the stage with a log line
+        self.reporter: Any = None
+        self.failed = False
+        self.restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._main, name=f"edge-{self.name}", daemon=True)
 
@@ -67,13 +71,25 @@ class Stage:
                     break
                 if isinstance(item, EndOfStream):
                     break
+                if self.failed:  # down for good: drain the input so the rest of the loop goes on
+                    self.skip(item)
+                    continue
                 started = time.perf_counter()
-                self.handle(item)
+                try:
+                    self.handle(item)
+                except Exception as exc:  # reported at once; restarted or drained, never silent
+                    self.busy_s += time.perf_counter() - started
+                    self._failed(item, exc)
+                    continue
                 self.busy_s += time.perf_counter() - started
                 self.items += 1
-        except BaseException as exc:  # a stage must never die silently: the scheduler reports it
+                if self.reporter is not None:
+                    self.reporter.recovered(self.name)
+        except BaseException as exc:  # a bug outside handle(): still reported, never silent
             log.exception("%s stage failed", self.name)
             self.error = exc
+            if self.reporter is not None:
+                self.reporter.report(self.name, exc, restartable=False)
         finally:
             try:
                 self.finish()
@@ -81,8 +97,28 @@ class Stage:
                 self.watermark = float("inf")
                 self.done.set()
 
+    def _failed(self, item: Any, exc: Exception) -> None:
+        self.error = exc
+        self.skip(item)
+        if self.reporter is None:
+            log.error("%s stage failed: %s: %s", self.name, type(exc).__name__, exc)
+            self.failed = True
+            return
+        if self.reporter.report(self.name, exc, media_time=self.watermark if self.watermark > -1e300 else None):
+            self._stop.wait(self.reporter.backoff(self.name))
+            self.restarts += 1
+            self.reset()
+        else:
+            self.failed = True
+
     def handle(self, item: Any) -> None:
         raise NotImplementedError
+
+    def skip(self, item: Any) -> None:
+        """An item not processed (the stage is down, or it failed on it): only the watermark moves on."""
+
+    def reset(self) -> None:
+        """Before a restart: drop whatever state the failure may have left half-updated."""
 
     def finish(self) -> None:
         """Called once at the end of the input (or on stop)."""
@@ -124,6 +160,12 @@ class VisionStage(Stage):
         self.ring.push(FrameEntry(t, feature, box, score))
         self.watermark = t
 
+    def skip(self, item: Any) -> None:
+        self.watermark = max(self.watermark, item[0])
+
+    def reset(self) -> None:
+        self._track, self._since_detect = None, 0
+
 
 @dataclass
 class SpeechSegment:
@@ -164,6 +206,15 @@ class AudioStage(Stage):
                 self._event(event)
             self._maybe_partial()
         self.watermark = self._now
+
+    def skip(self, item: Any) -> None:
+        t, chunk = item
+        self._now = max(self._now, t + len(chunk) / self.ring.rate)
+        self.watermark = self._now
+
+    def reset(self) -> None:
+        if self.segmenter is not None and hasattr(self.segmenter, "reset"):
+            self.segmenter.reset()
 
     def _maybe_partial(self) -> None:
         """Every ``partial_s`` seconds of ongoing speech, send the speech so far for a partial transcript."""
@@ -249,6 +300,7 @@ class ASRStage(Stage):
         self.transcripts: list[Transcript] = []
         self._lock = threading.Lock()
         self.pending = 0
+        self.lost = 0  # segments not transcribed because the ASR failed
 
     def handle(self, item: SpeechSegment) -> None:
         started = time.perf_counter()
@@ -259,6 +311,11 @@ class ASRStage(Stage):
                                                item.known_at))
             del self.transcripts[:-64]
         self.watermark = item.end
+
+    def skip(self, item: SpeechSegment) -> None:
+        with self._lock:  # counted as handled, so a max-speed replay does not wait for a transcript that never comes
+            self.lost += 1
+        self.watermark = max(self.watermark, item.end)
 
     def recent(self, t_end: float, seconds: float) -> list[Transcript]:
         """Final transcripts known by ``t_end`` whose speech ended within the last ``seconds``, then the newest
