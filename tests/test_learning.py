@@ -13,14 +13,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from edge.config import PRESETS, TrainConfig
-from edge.model.lfmim import LFMIM
-from edge.train.inconsistency import inconsistency_stats
-from edge.train.loop import Trainer, predict
-from edge.train.store import FeatureStore
-from edge.train.synthetic import expected_inconsistency, write_synthetic_store
+torch = pytest.importorskip("torch", reason="needs PyTorch (the training extras: pip install 'lfmim-edge[train]')")
+
+from edge.config import PRESETS, TrainConfig  # noqa: E402
+from edge.model.lfmim import LFMIM  # noqa: E402
+from edge.train.inconsistency import inconsistency_stats  # noqa: E402
+from edge.train.loop import Trainer, predict  # noqa: E402
+from edge.train.store import FeatureStore  # noqa: E402
+from edge.train.synthetic import expected_inconsistency, write_synthetic_store  # noqa: E402
 
 AGREE = 0.7
 UNI_MIN = 0.85

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
-from edge.config import PRESETS, LFMIMConfig, ModalitySpec
-from edge.errors import ConfigError
-from edge.model.lfmim import LFMIM, lfmim_loss
+torch = pytest.importorskip("torch", reason="needs PyTorch (the training extras: pip install 'lfmim-edge[train]')")
+
+from edge.config import PRESETS, LFMIMConfig, ModalitySpec  # noqa: E402
+from edge.errors import ConfigError  # noqa: E402
+from edge.model.lfmim import LFMIM, lfmim_loss  # noqa: E402
 
 CFG = PRESETS["tiny"]
 HEAD_OF = {0: "t", 1: "a", 2: "v"}

@@ -7,11 +7,12 @@ import csv
 
 import numpy as np
 import pytest
-import torch
 
-from edge.build.export import export_onnx
-from edge.features.audio_pre import num_frames
-from edge.starter.audio_model import (
+torch = pytest.importorskip("torch", reason="needs PyTorch (the training extras: pip install 'lfmim-edge[train]')")
+
+from edge.build.export import export_onnx  # noqa: E402
+from edge.features.audio_pre import num_frames  # noqa: E402
+from edge.starter.audio_model import (  # noqa: E402
     HOP_SAMPLES, N_MELS, SAMPLE_RATE, WIN_SAMPLES, AudioEmotionHead, EncoderConfig, LogMel, LogMelEncoder,
     frame_mask, log_mel_numpy,
 )

@@ -9,13 +9,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch.nn import functional as F
 
-from edge.build.export import export_onnx
-from edge.features.align import similarity_transform, template
-from edge.features.vision_pre import normalize_faces
-from edge.starter.vision_model import (
+torch = pytest.importorskip("torch", reason="needs PyTorch (the training extras: pip install 'lfmim-edge[train]')")
+F = torch.nn.functional
+
+from edge.build.export import export_onnx  # noqa: E402
+from edge.features.align import similarity_transform, template  # noqa: E402
+from edge.features.vision_pre import normalize_faces  # noqa: E402
+from edge.starter.vision_model import (  # noqa: E402
     FER_TEMPLATE_48, GREY_MEAN, GREY_STD, LUMA, TRAIN_SIZE, EncoderConfig, ExpressionHead, FaceExpressionEncoder,
     count_parameters, fer_template, grey_reference,
 )

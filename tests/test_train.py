@@ -7,19 +7,20 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
-from edge.cli import data as data_cli
-from edge.cli import eval as eval_cli
-from edge.cli import train as train_cli
-from edge.config import PRESETS, TrainConfig
-from edge.errors import CheckpointError
-from edge.model.checkpoint import load_checkpoint, save_checkpoint
-from edge.model.lfmim import LFMIM
-from edge.model.loading import load_model
-from edge.train.loop import Trainer, predict
-from edge.train.store import FeatureStore
-from edge.train.synthetic import write_synthetic_store
+torch = pytest.importorskip("torch", reason="needs PyTorch (the training extras: pip install 'lfmim-edge[train]')")
+
+from edge.cli import data as data_cli  # noqa: E402
+from edge.cli import eval as eval_cli  # noqa: E402
+from edge.cli import train as train_cli  # noqa: E402
+from edge.config import PRESETS, TrainConfig  # noqa: E402
+from edge.errors import CheckpointError  # noqa: E402
+from edge.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from edge.model.lfmim import LFMIM  # noqa: E402
+from edge.model.loading import load_model  # noqa: E402
+from edge.train.loop import Trainer, predict  # noqa: E402
+from edge.train.store import FeatureStore  # noqa: E402
+from edge.train.synthetic import write_synthetic_store  # noqa: E402
 
 TINY = PRESETS["tiny"]
 
