@@ -8,15 +8,17 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 
-from edge.build.builder import BuildOptions, build
-from edge.runtime.manifest import check_manifest, read_manifest
-from edge.cli import build as build_cli
-from edge.errors import EngineIncompatible, InputError
-from edge.profile import load_profile, profile_hash
-from edge.runtime.engines import open_engines
+pytest.importorskip("torch", reason="edge-build exports with PyTorch (pip install 'lfmim-edge[train,build]')")
+onnx = pytest.importorskip("onnx")
+
+from edge.build.builder import BuildOptions, build  # noqa: E402
+from edge.runtime.manifest import check_manifest, read_manifest  # noqa: E402
+from edge.cli import build as build_cli  # noqa: E402
+from edge.errors import EngineIncompatible, InputError  # noqa: E402
+from edge.profile import load_profile, profile_hash  # noqa: E402
+from edge.runtime.engines import open_engines  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "fixtures" / "tiny.toml"

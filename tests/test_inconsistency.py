@@ -111,6 +111,7 @@ def test_format_text():
 
 
 def test_report_files(tmp_path):
+    pytest.importorskip("matplotlib", reason="report figures need matplotlib (pip install 'lfmim-edge[train]')")
     s = inconsistency_stats(LABELS, NAMES)
     markdown = write_inconsistency_report(s, tmp_path / "incon", title="Toy")
     out = tmp_path / "incon"
@@ -127,6 +128,7 @@ def test_report_files(tmp_path):
 
 
 def test_plot_returns_paths(tmp_path):
+    pytest.importorskip("matplotlib", reason="report figures need matplotlib (pip install 'lfmim-edge[train]')")
     paths = plot_inconsistency(inconsistency_stats(LABELS, NAMES), tmp_path)
     assert [p.name for p in paths] == [FIGURES["a"], FIGURES["b"], FIGURES["c"]]
     assert all(p.read_bytes()[:8] == PNG_MAGIC for p in paths)

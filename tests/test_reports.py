@@ -57,6 +57,7 @@ def test_format_table_alignment_and_errors():
 
 
 def test_write_eval_report(tmp_path):
+    pytest.importorskip("matplotlib", reason="report figures need matplotlib (pip install 'lfmim-edge[train]')")
     out = tmp_path / "eval"
     results = {
         "m": (Y_TRUE, Y_PRED),  # given out of order on purpose: columns must still be t, a, v, m
@@ -103,6 +104,7 @@ def test_write_eval_report(tmp_path):
 
 
 def test_report_overwrites_atomically(tmp_path):
+    pytest.importorskip("matplotlib", reason="report figures need matplotlib (pip install 'lfmim-edge[train]')")
     write_eval_report({"t": ([0, 1], [0, 1])}, CLASSES, tmp_path)
     first = json.loads((tmp_path / "report.json").read_text())
     write_eval_report({"t": ([0, 1], [1, 0])}, CLASSES, tmp_path)

@@ -44,6 +44,13 @@ class _Block(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError("blocked: the run path must not import " + name)
         return None
 sys.meta_path.insert(0, _Block())
+import importlib.util
+_find_spec = importlib.util.find_spec
+def _absent(name, package=None):  # as for a package that is not installed: find_spec says None
+    if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+        return None
+    return _find_spec(name, package)
+importlib.util.find_spec = _absent
 """
 
 
