@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 #: What a kiosk does not install (or must never reach for): importing any of them raises in the child interpreter.
 BLOCKED = ("torch", "transformers", "edge.build", "edge.model", "edge.train", "edge.starter", "facenet_pytorch",
-           "matplotlib", "sympy")
+           "matplotlib")
 
 RUN_PATH_MODULES = (
     "edge", "edge.errors", "edge._lazy", "edge.fileio", "edge.labels", "edge.config", "edge.profile", "edge.assets",
