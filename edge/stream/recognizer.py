@@ -34,11 +34,18 @@ KEEP_MARGIN_S = 10.0
 
 
 class Recognizer:
-    def __init__(self, config: RunConfig, *, engines: Any = None, asr: Any = None) -> None:
+    def __init__(self, config: RunConfig, *, engines: Any = None, asr: Any = None, vad: Any = None,
+                 sources: Callable[["Recognizer"], list[Any]] | None = None) -> None:
+        """``engines`` / ``asr`` / ``vad`` (a :class:`~edge.stream.vad.SileroVADModel`): loaded networks and
+        speech recognizer to share between streams (else opened here); ``sources``:
+        a factory ``(recognizer) -> [Source, ...]`` replacing the capture or replay sources of ``config``
+        (e.g. :class:`edge.stream.push.PushSource`; it may read ``video_q``, ``audio_q``, ``clock`` and ``fps``)."""
         self.config = config
         self._engines = engines
         self._owns_engines = engines is None
         self._asr = asr
+        self._vad = vad
+        self._source_factory = sources
         self._callbacks: list[Callable[[Estimate], None]] = []
         self._subscribers: list[queue.Queue] = []
         self._latest: Estimate | None = None
@@ -128,7 +135,8 @@ class Recognizer:
     def _segmenter(self) -> Any:
         from edge.stream.vad import SileroVAD, VADSegmenter
 
-        return VADSegmenter(SileroVAD(threads=1), threshold=self.config.vad_threshold)
+        vad = SileroVAD(model=self._vad) if self._vad is not None else SileroVAD(threads=1)
+        return VADSegmenter(vad, threshold=self.config.vad_threshold)
 
     def _open_asr(self) -> Any:
         c = self.config
@@ -148,6 +156,10 @@ class Recognizer:
         from edge.stream.sources import CameraSource
 
         c = self.config
+        if self._source_factory is not None:
+            sources = list(self._source_factory(self))
+            self.sources_have_video = any(getattr(s, "has_video", True) for s in sources)
+            return sources
         on_error = self._source_error
         self.sources_have_video = not c.audio
         if c.video or c.audio:
@@ -188,6 +200,8 @@ class Recognizer:
     def preflight(self) -> None:
         """Check the capture devices before loading models: a missing camera or microphone fails in one line."""
         c = self.config
+        if self._source_factory is not None:
+            return
         if c.video or c.audio:
             check_sources(c)
             return
@@ -248,6 +262,11 @@ class Recognizer:
 
     def latest(self) -> Estimate | None:
         return self._latest
+
+    @property
+    def origin(self) -> float | None:
+        """The run's clock at its start (an estimate's ``media_time`` counts from it); None until it started."""
+        return getattr(self, "_t0", None)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)
