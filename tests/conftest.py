@@ -47,3 +47,16 @@ def tiny_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-engines")
     return build(BuildOptions(profile=str(TINY_PROFILE), precision="fp32", target="cpu", out_root=str(out),
                               random_weights=True, progress=False)).parent
+
+
+@pytest.fixture(scope="session")
+def starter_build(tmp_path_factory) -> Path:
+    """The starter CPU INT8 build as a user's machine makes it: no calibration data (the demo clip checks the
+    quantized networks), the static INT8 networks taken from the package (made once per test session, shared)."""
+    from edge.build.builder import BuildOptions, build
+
+    if not (ROOT / "edge" / "assets" / "starter" / "lfmim.safetensors").is_file():
+        pytest.fail("the starter assets are missing; run scripts/package_starter.py")
+    out = tmp_path_factory.mktemp("starter-engines")
+    return build(BuildOptions(profile="starter", precision="int8", target="cpu", out_root=str(out),
+                              calibration_data="demo", progress=False, threads=1)).parent

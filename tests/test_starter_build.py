@@ -72,17 +72,6 @@ def test_a_damaged_asset_is_refused(tmp_path, monkeypatch):
         assets.asset_manifest.cache_clear()
 
 
-@pytest.fixture(scope="session")
-def starter_build(tmp_path_factory) -> Path:
-    """The starter CPU INT8 build as a user's machine makes it: no calibration data (the demo clip checks the
-    quantized networks), the static INT8 networks taken from the package."""
-    if not (ASSETS / "lfmim.safetensors").is_file():
-        pytest.fail("the starter assets are missing; run scripts/package_starter.py")
-    out = tmp_path_factory.mktemp("starter-engines")
-    return build(BuildOptions(profile="starter", precision="int8", target="cpu", out_root=str(out),
-                              calibration_data="demo", progress=False, threads=1)).parent
-
-
 @needs_tools
 @pytest.mark.slow
 def test_a_build_without_calibration_data_uses_the_shipped_quantized_networks(starter_build):

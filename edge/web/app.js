@@ -70,10 +70,10 @@ function showResult(r) {
     }
   }
   ui.transcript.textContent = r.transcript || "-";
-  const e2e = r.latency_ms.end_to_end;
+  // media_time is on this page's clock (performance.now): how long after its moment the estimate arrived
+  const delay = Math.max(0, 1000 * (clientNow() - r.media_time));
   const lost = r.dropped.results ? `, ${r.dropped.results} results dropped` : "";
-  ui.latency.textContent = `result ${r.index} at ${r.media_time.toFixed(1)} s` +
-    (e2e !== undefined ? `, end to end ${Math.round(e2e)} ms` : "") + lost;
+  ui.latency.textContent = `estimate ${r.index}: arrived ${Math.round(delay)} ms after its moment` + lost;
 }
 
 // -- the connection -----------------------------------------------------------------------------------------------
