@@ -149,6 +149,11 @@ class Service:
     # -- WebSocket connections -----------------------------------------------------------------------------------
     async def handler(self, websocket: Any) -> None:
         path = urlsplit(websocket.request.path).path
+        sock = websocket.transport.get_extra_info("socket")
+        if self.config.send_buffer and sock is not None:
+            import socket
+
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.config.send_buffer)
         if path == P.ESTIMATES_PATH:
             await self.feed.subscribe(websocket)
             return

@@ -21,6 +21,8 @@ HELP = {
     "max_sessions": "concurrent /v1/stream sessions; more are refused at the handshake (HTTP 503)",
     "send_queue": "results kept for a client that reads slowly; beyond it the oldest are dropped (counted)",
     "threads": "ONNX Runtime threads per network; sessions run in parallel, so 1 is best on small CPUs",
+    "send_buffer": "kernel send buffer per connection in bytes (SO_SNDBUF; 0: the system's): small keeps a slow "
+                   "reader's results fresh, the oldest being dropped from the send queue instead of waiting",
     "close_timeout": "seconds a session.close waits for the last result before stopping the loop",
 }
 
@@ -37,6 +39,7 @@ class ServeConfig:
     send_queue: int = 16
     threads: int = 1
     close_timeout: float = 15.0
+    send_buffer: int = 65536
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -44,6 +47,8 @@ class ServeConfig:
         for name in ("idle_timeout", "close_timeout"):
             if getattr(self, name) < 0:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
+        if self.send_buffer < 0:
+            raise InputError(f"--send-buffer must not be negative, got {self.send_buffer}")
         for name in ("max_sessions", "send_queue", "threads"):
             if getattr(self, name) < 1:
                 raise InputError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
