@@ -62,3 +62,17 @@ def tiny_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny-engines")
     return build(BuildOptions(profile=str(TINY_PROFILE), precision="fp32", target="cpu", out_root=str(out),
                               random_weights=True, progress=False)).parent
+
+
+@pytest.fixture(scope="session")
+def starter_build(tmp_path_factory) -> Path:
+    """The starter CPU build as a user's first run makes it, without torch and without calibration data: the shipped
+    FP32 networks, MiniLM written to ONNX from its package, the static INT8 networks from the package, everything
+    gated on the demo clip and kept per network as this machine's timings say (made once per session, shared)."""
+    if not (ROOT / "edge" / "assets" / "starter" / "lfmim.fp32.onnx").is_file():
+        pytest.fail("the starter assets are missing; run scripts/package_starter.py")
+    pytest.importorskip("onnxruntime", reason="pip install 'lfmim-edge[cpu]'")
+    from edge.prepare.shipped import prepare_shipped
+
+    out = tmp_path_factory.mktemp("starter-engines")
+    return prepare_shipped("starter", root=out, progress=False, threads=1).parent

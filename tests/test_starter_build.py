@@ -77,19 +77,6 @@ def test_a_damaged_asset_is_refused(tmp_path, monkeypatch):
         assets.asset_manifest.cache_clear()
 
 
-@pytest.fixture(scope="session")
-def starter_build(tmp_path_factory) -> Path:
-    """The starter CPU build as a user's first run makes it, without torch and without calibration data: the shipped
-    FP32 networks, MiniLM written to ONNX from its package, the static INT8 networks from the package, everything
-    gated on the demo clip and kept per network as this machine's timings say."""
-    if not (ASSETS / "lfmim.fp32.onnx").is_file():
-        pytest.fail("the starter assets are missing; run scripts/package_starter.py")
-    from edge.prepare.shipped import prepare_shipped
-
-    out = tmp_path_factory.mktemp("starter-engines")
-    return prepare_shipped("starter", root=out, progress=False, threads=1).parent
-
-
 @needs_tools
 @pytest.mark.slow
 def test_a_first_run_uses_the_shipped_networks_and_keeps_the_fastest_that_passes(starter_build):

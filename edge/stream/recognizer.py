@@ -35,17 +35,18 @@ KEEP_MARGIN_S = 10.0
 
 
 class Recognizer:
-    def __init__(self, config: RunConfig, *, engines: Any = None, asr: Any = None,
+    def __init__(self, config: RunConfig, *, engines: Any = None, asr: Any = None, vad: Any = None,
                  sources: Callable[["Recognizer"], list[Any]] | None = None) -> None:
-        """``engines``: an open :class:`~edge.runtime.engines.EngineSet` to share (else the config's build is opened);
-        ``asr``: a :class:`~edge.stream.asr.SpeechRecognizer` to use instead of the config's; ``sources``: a function
-        of the recognizer that returns the capture sources to run instead of the config's (they feed
-        ``video_q`` / ``audio_q`` on ``clock``; ``sources_have_video`` says whether video comes)."""
+        """``engines`` / ``asr`` / ``vad`` (a :class:`~edge.stream.vad.SileroVADModel`): loaded networks and
+        speech recognizer to share between streams (else opened here); ``sources``:
+        a factory ``(recognizer) -> [Source, ...]`` replacing the capture or replay sources of ``config``
+        (e.g. :class:`edge.stream.push.PushSource`; it may read ``video_q``, ``audio_q``, ``clock`` and ``fps``)."""
         self.config = config
-        self._make_sources = sources
         self._engines = engines
         self._owns_engines = engines is None
         self._asr = asr
+        self._vad = vad
+        self._source_factory = sources
         self._callbacks: list[Callable[[Estimate], None]] = []
         self._error_callbacks: list[Callable[[Failure], None]] = []
         self._subscribers: list[queue.Queue] = []
@@ -121,7 +122,8 @@ class Recognizer:
     def _segmenter(self) -> Any:
         from edge.stream.vad import SileroVAD, VADSegmenter
 
-        return VADSegmenter(SileroVAD(threads=1), threshold=self.config.vad_threshold)
+        vad = SileroVAD(model=self._vad) if self._vad is not None else SileroVAD(threads=1)
+        return VADSegmenter(vad, threshold=self.config.vad_threshold)
 
     def _open_asr(self) -> Any:
         c = self.config
@@ -141,10 +143,12 @@ class Recognizer:
         from edge.stream.sources import CameraSource
 
         c = self.config
+        if self._source_factory is not None:
+            sources = list(self._source_factory(self))
+            self.sources_have_video = any(getattr(s, "has_video", True) for s in sources)
+            return sources
         on_error = self._source_error
         self.sources_have_video = not c.audio
-        if self._make_sources is not None:
-            return list(self._make_sources(self))
         if c.video or c.audio:
             path = c.video or c.audio
             return [FileReplaySource(path, speed=c.speed, clock=self.clock, video_queue=self.video_q if c.video else None,
@@ -201,7 +205,7 @@ class Recognizer:
     def preflight(self) -> None:
         """Check the capture devices before loading models: a missing camera or microphone fails in one line."""
         c = self.config
-        if self._make_sources is not None:  # the caller's sources open (and fail) in start()
+        if self._source_factory is not None:  # the caller's sources open (and fail) in start()
             return
         if c.video or c.audio:
             check_sources(c)
@@ -268,6 +272,11 @@ class Recognizer:
 
     def latest(self) -> Estimate | None:
         return self._latest
+
+    @property
+    def origin(self) -> float | None:
+        """The run's clock at its start (an estimate's ``media_time`` counts from it); None until it started."""
+        return getattr(self, "_t0", None)
 
     def wait(self, timeout: float | None = None) -> bool:
         return self.finished.wait(timeout)

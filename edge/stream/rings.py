@@ -65,8 +65,12 @@ class AudioRing:
                 self._t0 = t_start
             expected = int(round((t_start - self._t0) * self.rate))
             if expected > self._end:  # a gap: keep time aligned with silence
-                self.gap_samples += expected - self._end
-                self._write(np.zeros(expected - self._end, np.float32))
+                gap = expected - self._end
+                self.gap_samples += gap
+                if gap > self.capacity:  # a long gap: only the last `capacity` samples of silence are held
+                    self._end += gap - self.capacity
+                    gap = self.capacity
+                self._write(np.zeros(gap, np.float32))
             self._write(x)
             self.watermark = self._t0 + self._end / self.rate
 
