@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -18,6 +19,9 @@ from typing import Any, Mapping
 
 from edge.config import LFMIMConfig, ModalitySpec
 from edge.errors import ConfigError
+
+#: A language code as Whisper names languages: "en", "zh", "yue", "haw".
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,9 @@ class Profile:
     #: Folder of networks quantized when the profile was packaged ("asset:starter"), used by INT8 builds instead of
     #: calibrating on the user's machine (which has no calibration data); empty: calibrate at build time.
     prequantized: str = ""
+    #: Language of the speech and text the profile was trained for ("en", "zh", ...; a Whisper language code), which
+    #: speech recognition is asked to transcribe; empty: not stated (the ASR backend's own default).
+    language: str = ""
     source: str = ""  # file it was read from (not part of the hash)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +106,7 @@ class Profile:
             "vision": dataclasses.asdict(self.vision), "lfmim": self.lfmim.to_dict(),
             "checkpoint": self.checkpoint, "stream": dataclasses.asdict(self.stream),
             **({"prequantized": self.prequantized} if self.prequantized else {}),
+            **({"language": self.language} if self.language else {}),
         }
 
 
@@ -133,7 +141,7 @@ def _section(cls, data: Any, name: str, source: str):
 
 
 def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
-    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized"}
+    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized", "language"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -163,12 +171,16 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
     prequantized = data.get("prequantized", "")
     if not isinstance(prequantized, str):
         raise ConfigError(f"{source}: prequantized must be a string (an asset folder such as \"asset:starter\")")
+    language = data.get("language", "")
+    if not isinstance(language, str) or (language and not LANGUAGE_CODE.fullmatch(language)):
+        raise ConfigError(f"{source}: language must be a language code such as \"en\" or \"zh\" (lower case, 2-3 "
+                          f"letters), got {language!r}")
     if not 0.025 <= audio.block_s <= audio.window_s:
         raise ConfigError(f"{source}: [audio] block_s must lie between 0.025 s and window_s ({audio.window_s} s), "
                           f"got {audio.block_s}")
     return Profile(name=data["name"], description=str(data.get("description", "")), classes=classes, text=text,
                    audio=audio, vision=vision, lfmim=config, checkpoint=checkpoint, stream=stream, prequantized=prequantized,
-                   source=source)
+                   language=language, source=source)
 
 
 def load_profile(name_or_path: str | Path) -> Profile:
