@@ -15,6 +15,7 @@ Stages, each skipped when its output exists (``--fresh`` redoes them all; an int
 2. ``composite``: ``scripts/make_starter_composite.py --text-source emotiontalk`` (each EmotionTalk utterance's own
    transcript, a RAVDESS clip by its audio label, a FER2013 face by its vision label; valid held out by group);
 3. ``lfmim``: ``edge-train --model starter-zh`` on it (the starter's recipe);
+   warm-started from the starter's LFMIM (``--init``; all but the text input projection fit);
 4. ``eval``: ``edge-eval`` on the composite test split (every head on its own label, and ``--against m``), RAVDESS
    actors 19-20 and the FER2013 public test;
 5. ``package``: the text encoder (``text.fp32.onnx`` + ``tokenizer.json``) and the LFMIM checkpoint into
@@ -128,9 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "starter-zh")
     p.add_argument("--audio-encoder", type=Path, default=ROOT / "edge" / "assets" / "starter" / "audio.fp32.onnx")
     p.add_argument("--vision-encoder", type=Path, default=ROOT / "edge" / "assets" / "starter" / "vision.fp32.onnx")
-    p.add_argument("--draws", type=int, default=2, help="composite samples per EmotionTalk train row")
-    p.add_argument("--epochs", type=int, default=6, help="LFMIM epochs")
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--draws", type=int, default=1, help="composite samples per EmotionTalk train row")
+    p.add_argument("--epochs", type=int, default=1, help="LFMIM epochs (warm-started: one was what a busy 2-core CPU allowed)")
+    p.add_argument("--init", default="asset:starter/lfmim.safetensors",
+                   help="LFMIM warm start (edge-train --init): the starter's LFMIM, whose audio, vision and fusion "
+                        "layers read the same encoders' features; 'none' trains from random weights")
+    p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="redo every stage (the text encoder too)")
     p.add_argument("--no-package", action="store_true", help="stop after the evaluation")
     args = p.parse_args(argv)
@@ -159,10 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(runs / "composite", ignore_errors=True)  # an interrupted store is rewritten (pools are cached)
         stage("composite", [py, "scripts/make_starter_composite.py", *composite_args], logs)
     # 3. LFMIM
+    init = [] if args.init == "none" else ["--init", args.init]
     train_args = ["--store", str(runs / "composite"), "--out", str(runs / "lfmim"), "--model", "starter-zh",
-                  *LFMIM_RECIPE, "--epochs", str(args.epochs), "--threads", str(args.threads), "--no-progress"]
+                  *LFMIM_RECIPE, "--epochs", str(args.epochs), *init, "--threads", str(args.threads), "--no-progress"]
     train_cmd = ("edge-train --store runs/starter-zh/composite --out runs/starter-zh/lfmim --model starter-zh "
-                 + " ".join(LFMIM_RECIPE) + f" --epochs {args.epochs}")
+                 + " ".join([*LFMIM_RECIPE, "--epochs", str(args.epochs), *init]))
     history = runs / "lfmim" / "history.jsonl"
     done = history.is_file() and len(history.read_text().splitlines()) >= args.epochs
     if not done:

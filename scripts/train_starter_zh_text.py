@@ -64,7 +64,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--punct-drop", type=float, default=0.3, help="fraction of training texts without punctuation")
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch / ONNX Runtime threads (2 at most on a shared box)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch / ONNX Runtime threads (1: on a busy 2-core machine two threads spent 10x the CPU time)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
