@@ -10,10 +10,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser from PyPI
-    import tomli as tomllib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -21,6 +17,9 @@ from typing import Any, Mapping
 
 from edge.config import LFMIMConfig, ModalitySpec
 from edge.errors import ConfigError
+
+#: A language code as Whisper names languages: "en", "zh", "yue", "haw".
+LANGUAGE_CODE = re.compile(r"[a-z]{2,3}")
 
 
 @dataclass(frozen=True)
@@ -93,9 +92,6 @@ class Profile:
     #: Folder of networks quantized when the profile was packaged ("asset:starter"), used by INT8 builds instead of
     #: calibrating on the user's machine (which has no calibration data); empty: calibrate at build time.
     prequantized: str = ""
-    #: Folder that ships every network as ONNX ("asset:starter": MTCNN's and LFMIM's ``<net>.fp32.onnx``; the face and
-    #: audio encoders are the ONNX files their weights name): the first run prepares the build without torch.
-    shipped: str = ""
     source: str = ""  # file it was read from (not part of the hash)
 
     def to_dict(self) -> dict[str, Any]:
@@ -105,7 +101,6 @@ class Profile:
             "vision": dataclasses.asdict(self.vision), "lfmim": self.lfmim.to_dict(),
             "checkpoint": self.checkpoint, "stream": dataclasses.asdict(self.stream),
             **({"prequantized": self.prequantized} if self.prequantized else {}),
-            **({"shipped": self.shipped} if self.shipped else {}),
         }
 
 
@@ -140,7 +135,6 @@ def _section(cls, data: Any, name: str, source: str):
 
 
 def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
-    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized", "shipped"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -167,16 +161,12 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
 
     if vision.align not in TEMPLATES:
         raise ConfigError(f"{source}: [vision] align must be one of {', '.join(TEMPLATES)}, got {vision.align!r}")
-    prequantized, shipped = data.get("prequantized", ""), data.get("shipped", "")
-    for key, value in (("prequantized", prequantized), ("shipped", shipped)):
-        if not isinstance(value, str):
-            raise ConfigError(f"{source}: {key} must be a string (an asset folder such as \"asset:starter\")")
     if not 0.025 <= audio.block_s <= audio.window_s:
         raise ConfigError(f"{source}: [audio] block_s must lie between 0.025 s and window_s ({audio.window_s} s), "
                           f"got {audio.block_s}")
     return Profile(name=data["name"], description=str(data.get("description", "")), classes=classes, text=text,
                    audio=audio, vision=vision, lfmim=config, checkpoint=checkpoint, stream=stream, prequantized=prequantized,
-                   shipped=shipped, source=source)
+                   shipped=shipped, language=language, source=source)
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

@@ -16,6 +16,13 @@ Features are what the starter profile's run path produces:
   little jitter (one face that barely moves over the window).
 Pools are cached under ``--cache`` (git-ignored runs/cache), keyed by the encoder's SHA-256.
 
+Chinese (starter-zh): ``--text-source emotiontalk --text-encoder runs/starter-zh/text/text_encoder.onnx`` gives each
+sample its EmotionTalk utterance's own transcript (cleaned as ``edge.starter.zh_text.clean_transcript``) encoded by
+that ONNX encoder with the ``tokenizer.json`` beside it (``--text-tokens`` ids, zero past [SEP]), and holds the
+valid split out by recording group (``--valid-by-group``, the default there: the encoder was fine-tuned on the train
+groups' transcripts, so valid must be groups it never saw); no ``goemotions_test`` split then (LFMIM's text head is
+scored on ``test``, EmotionTalk's val transcripts with their text labels).
+
 Splits: ``train``, ``valid`` and ``test`` are composite (EmotionTalk label tuples); ``goemotions_test``,
 ``ravdess_test`` and ``fer_test`` hold each modality's own test set once (the other inputs zero, their labels -1),
 so that ``edge-eval`` reports the uni-modal targets on exactly those sets.
@@ -44,7 +51,7 @@ from edge.starter.composite import (  # noqa: E402
 
 log = logging.getLogger("edge")
 WINDOW = 64_000  # 4 s at 16 kHz
-AUDIO_FRAMES, VISION_FRAMES, TEXT_TOKENS = 50, 16, 32  # the starter profile's lengths
+AUDIO_FRAMES, VISION_FRAMES, TEXT_TOKENS = 50, 16, 32  # the starter profile's lengths (--text-tokens for others)
 
 
 def sha(path: Path) -> str:
@@ -101,6 +108,42 @@ def text_pools(args) -> dict[str, dict]:
         feats = np.asarray(hidden[keep], np.float16) * mask[keep][..., None].astype(np.float16)  # zero past the text
         pools[split] = {"features": feats, "labels": labels[keep]}
         log.info("text %s: %d sentences, per class %s", split, len(keep), np.bincount(labels[keep], minlength=7).tolist())
+    return pools
+
+
+def transcript_features(args, rows: dict) -> dict[str, dict]:
+    """Each composite split's own transcripts through the ONNX text encoder: {split: {"features": (N, T, D)}}, zero
+    past [SEP] like the run path's ``Extractors.text``; cached, keyed by the encoder and the texts."""
+    import hashlib
+
+    import tokenizers
+    from tqdm.auto import tqdm
+
+    from edge.features.text_pre import encode_texts
+    from edge.starter.zh_text import clean_transcript
+
+    tokenizer_path = args.text_encoder.parent / "tokenizer.json"
+    if not tokenizer_path.is_file():
+        raise SystemExit(f"{tokenizer_path} not found: the text encoder's tokenizer.json must lie beside it")
+    tokenizer = tokenizers.Tokenizer.from_file(str(tokenizer_path))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    encoder = session(args.text_encoder, args.threads)
+    pools = {}
+    for split, split_rows in rows.items():
+        texts = [clean_transcript(r.text) for r in split_rows]
+        key = {"encoder": sha(args.text_encoder), "tokenizer": sha(tokenizer_path), "tokens": args.text_tokens,
+               "texts": hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16], "v": 1}
+
+        def make(texts=texts, split=split):
+            out = []
+            for i in tqdm(range(0, len(texts), 64), desc=f"text {split}", disable=args.no_progress):
+                feeds = encode_texts(tokenizer, texts[i:i + 64], length=args.text_tokens)
+                hidden = encoder.run(["hidden"], feeds)[0]
+                out.append((hidden * feeds["attention_mask"][..., None]).astype(np.float16))
+            return {"features": np.concatenate(out)}
+        pools[split] = cached(args.cache / f"pool-transcripts-{split}.npz", {**key, "split": split}, make)
+        log.info("text %s: %d transcripts", split, len(texts))
     return pools
 
 
@@ -180,6 +223,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--vision-encoder", type=Path, default=ROOT / "runs" / "starter" / "vision" / "encoder.onnx")
     p.add_argument("--draws", type=int, default=1, help="composite samples per EmotionTalk train row")
     p.add_argument("--text-cap", type=int, default=3000, help="GoEmotions train sentences kept per class")
+    p.add_argument("--text-source", choices=("goemotions", "emotiontalk"), default="goemotions",
+                   help="text drawn by label from GoEmotions (starter), or each utterance's own transcript (starter-zh)")
+    p.add_argument("--text-encoder", type=Path, default=None,
+                   help="ONNX text encoder (tokenizer.json beside it) for --text-source emotiontalk")
+    p.add_argument("--text-tokens", type=int, default=TEXT_TOKENS)
+    p.add_argument("--valid-by-group", choices=("auto", "yes", "no"), default="auto",
+                   help="hold valid out by recording group (auto: with --text-source emotiontalk)")
     p.add_argument("--audio-variants", type=int, default=4, help="window placements per RAVDESS train clip")
     p.add_argument("--vision-jitter", type=float, default=0.05)
     p.add_argument("--seed", type=int, default=0)
@@ -191,27 +241,41 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge.train.store_writer import FeatureStoreWriter
 
-    for path in (args.audio_encoder, args.vision_encoder):
+    own_text = args.text_source == "emotiontalk"
+    needed = [args.audio_encoder, args.vision_encoder]
+    if own_text:
+        if args.text_encoder is None:
+            raise SystemExit("--text-source emotiontalk needs --text-encoder (scripts/train_starter_zh_text.py writes it)")
+        needed.append(args.text_encoder)
+    for path in needed:
         if not path.is_file():
-            raise SystemExit(f"{path} not found; train it first (scripts/train_starter_audio.py / _vision.py) or pass "
-                             "--audio-encoder / --vision-encoder")
+            raise SystemExit(f"{path} not found; train it first (scripts/train_starter_audio.py / _vision.py / "
+                             "_zh_text.py) or pass --audio-encoder / --vision-encoder / --text-encoder")
     if args.out.exists() and any(args.out.iterdir()):
         raise SystemExit(f"{args.out} is not empty; remove it or pass another --out")
     args.cache.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    rows = composite_splits(read_emotiontalk(args.data / "emotiontalk" / "emotiontalk.csv"), seed=args.seed)
-    feats = {"text": text_pools(args), "audio": audio_pools(args), "vision": vision_pools(args)}
-    specs = {"text": {"dim": 384, "length": TEXT_TOKENS}, "audio": {"dim": 128, "length": AUDIO_FRAMES},
+    by_group = args.valid_by_group == "yes" or (args.valid_by_group == "auto" and own_text)
+    rows = composite_splits(read_emotiontalk(args.data / "emotiontalk" / "emotiontalk.csv"), seed=args.seed,
+                            by_group=by_group)
+    text = transcript_features(args, rows) if own_text else text_pools(args)
+    feats = {"text": text, "audio": audio_pools(args), "vision": vision_pools(args)}
+    text_dim = int(text["train"]["features"].shape[-1])
+    specs = {"text": {"dim": text_dim, "length": args.text_tokens}, "audio": {"dim": 128, "length": AUDIO_FRAMES},
              "vision": {"dim": 256, "length": VISION_FRAMES}}
     rng = np.random.default_rng(args.seed + 1)
     summary = {"command": "python scripts/make_starter_composite.py " + " ".join(sys.argv[1:] if argv is None else argv),
-               "splits": {}}
+               "text_source": args.text_source, "valid_by_group": by_group, "splits": {}}
+    if by_group:
+        summary["valid_groups"] = sorted({r.group for r in rows["valid"]})
     with FeatureStoreWriter(args.out, specs, CLASSES, shard_size=2048, dtype="float16") as writer:
         for split in SPLITS:
-            pools = {m: Pool(feats[m][split]["labels"], f"{m} pool ({split})") for m in feats}
+            pools = {m: Pool(feats[m][split]["labels"], f"{m} pool ({split})") for m in feats
+                     if not (own_text and m == "text")}
             draws = args.draws if split == "train" else 1
             n = 0
-            for sid, t, a, v, labels in tqdm(draw_samples(rows[split], pools, draws=draws, seed=args.seed),
+            for sid, t, a, v, labels in tqdm(draw_samples(rows[split], pools, draws=draws, seed=args.seed,
+                                                          own_text=own_text),
                                              total=draws * len(rows[split]), desc=f"composite {split}",
                                              disable=args.no_progress):
                 vision = vision_sequence(feats["vision"][split]["features"][v], VISION_FRAMES, rng,
@@ -224,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
         # each modality's own test set, whole and once, for the uni-modal targets (edge-eval --split fer_test ...):
         # the other modalities' inputs are zeros and their labels -1 (LFMIM's uni-modal heads read only their own)
         zeros = {m: np.zeros((specs[m]["length"], specs[m]["dim"]), np.float16) for m in specs}
-        for split, modality in (("goemotions_test", "text"), ("ravdess_test", "audio"), ("fer_test", "vision")):
+        own_tests = (("ravdess_test", "audio"), ("fer_test", "vision"))
+        for split, modality in own_tests if own_text else (("goemotions_test", "text"), *own_tests):
             pool = feats[modality]["test"]
             for i in tqdm(range(len(pool["labels"])), desc=split, disable=args.no_progress):
                 x = pool["features"][i]

@@ -54,6 +54,8 @@ def random_tokenizer(out_dir: Path) -> Any:
 def _text(profile: Profile, out: Path, random_weights: bool):
     from edge.build.export import export_text_encoder
 
+    if _is_onnx(profile.text.weights):
+        return _copied_text(profile, out)
     if random_weights:
         transformers = lazy_import("transformers", purpose="the BERT text encoder")
         tokenizer = random_tokenizer(out / TOKENIZER_DIR)
@@ -88,6 +90,29 @@ def _text(profile: Profile, out: Path, random_weights: bool):
     run_tokenizer.save(str(tokenizer_json))
     report = export_text_encoder(model, out / "text.fp32.onnx", length=profile.text.tokens)
     return report, {"source": source, "tokenizer": TOKENIZER_DIR}
+
+
+def _copied_text(profile: Profile, out: Path):
+    """A text encoder shipped as ONNX (starter-zh's character BERT): the file, checked and copied, and the
+    ``tokenizer.json`` beside it (same folder, ``asset:`` or path), saved without padding or truncation."""
+    t = profile.text
+    report = copy_onnx(t.weights, out / "text.fp32.onnx", name="text encoder",
+                       inputs={n: ("batch", t.tokens) for n in ("input_ids", "attention_mask", "token_type_ids")},
+                       outputs={"hidden": ("batch", t.tokens, t.dim)})
+    folder, _, _ = str(t.weights).rpartition("/")
+    ref = f"{folder}/tokenizer.json" if folder else "tokenizer.json"
+    from edge.assets import resolve
+
+    source = Path(resolve(ref))
+    if not source.is_file():
+        raise InputError(f"text encoder {t.weights!r}: no tokenizer.json beside it ({source}); an ONNX text encoder "
+                         "ships with its tokenizer in the same folder")
+    tokenizer = lazy_import("tokenizers", purpose="the run path's tokenizer").Tokenizer.from_file(str(source))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    (out / TOKENIZER_DIR).mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(out / TOKENIZER_DIR / "tokenizer.json"))
+    return report, {"source": t.weights, "tokenizer": TOKENIZER_DIR}
 
 
 def _audio(profile: Profile, out: Path, random_weights: bool):

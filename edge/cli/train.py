@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train-split", default="train", help="split to train on (default: train)")
     p.add_argument("--val-split", default=None, help="split to validate on (default: valid, dev or val, whichever exists)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last epoch")
+    p.add_argument("--init", default=None, metavar="CHECKPOINT",
+                   help="start from another LFMIM checkpoint's weights wherever name and shape match (a warm start, "
+                        "e.g. from the starter's LFMIM for a profile with another text encoder); the rest stays random")
     p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -84,6 +87,26 @@ def resolve_model_config(spec: str, store_specs: dict) -> LFMIMConfig:
         raise ConfigError(f"--model {spec!r}: neither a preset ({', '.join(PRESETS)}), a profile "
                           f"({', '.join(shipped_profiles())} or a .toml file) nor a JSON config file")
     return LFMIMConfig.from_dict(load_json(path), source=str(path))
+
+
+def warm_start(model, path: str) -> None:
+    """Copy the tensors of checkpoint ``path`` into ``model`` where name and shape match; log what stays random."""
+    from edge._lazy import lazy_import
+    from edge.assets import resolve
+    from edge.model.checkpoint import load_checkpoint
+
+    torch = lazy_import("torch", purpose="training")
+    ckpt = load_checkpoint(resolve(path))
+    own = model.state_dict()
+    taken = {k: v for k, v in ckpt.state.items() if k in own and tuple(own[k].shape) == tuple(v.shape)}
+    if not taken:
+        raise InputError(f"--init {path}: no tensor of it fits this model (names or shapes differ everywhere); "
+                         "pass an LFMIM checkpoint of the same d_model and layers")
+    with torch.no_grad():
+        for k, v in taken.items():
+            own[k].copy_(v)
+    fresh = sorted(set(own) - set(taken))
+    log.info("--init %s: %d of %d tensors taken; random: %s", path, len(taken), len(own), ", ".join(fresh) or "none")
 
 
 def pick_split(store, wanted: str | None, role: str) -> str:
@@ -130,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
                 (out / name).unlink(missing_ok=True)
         torch.manual_seed(tc.seed)
         model = LFMIM(cfg)
+        if args.init and not args.resume:
+            warm_start(model, args.init)
         trainer = Trainer(model, "paper", cfg.to_dict(), tc, out, device=args.device, progress=not args.no_progress)
         if args.resume:
             trainer.resume()

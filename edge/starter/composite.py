@@ -5,7 +5,8 @@ one: for every EmotionTalk utterance (real Chinese dialogue, four labels annotat
 GoEmotions sentence with its *text* label, a RAVDESS clip with its *audio* label and a FER2013 face with its
 *vision* label are drawn; the sample's multimodal label is EmotionTalk's.  Each uni-modal branch thus learns from
 real data of its own modality, and the fused branch learns how people combine modalities that disagree (the
-label tuples' disagreement is real; the pairing of text, voice and face within a sample is not).
+label tuples' disagreement is real; the pairing of text, voice and face within a sample is not).  The Chinese
+profile (starter-zh) keeps each utterance's own transcript as its text instead of a drawn English sentence.
 
 Splits never mix: EmotionTalk's train rows make the composite train and valid splits (a seeded fraction held out),
 its val rows the composite test split; each modality's pool has the same three splits, drawn from its own data
@@ -34,6 +35,13 @@ LABEL_COLUMNS = ("label_text", "label_audio", "label_vision", "label_multimodal"
 class LabelRow:
     id: str
     labels: tuple[int, int, int, int]  # t, a, v, m
+    text: str = ""  # the utterance's transcript as EmotionTalk gives it (markup included)
+
+    @property
+    def group(self) -> str:
+        """The recording group of an EmotionTalk id (``G00009/G00009_42/...`` -> ``G00009``): a pair of actors in
+        dialogue; EmotionTalk's own train and val splits share no group."""
+        return self.id.split("/", 1)[0]
 
 
 def read_emotiontalk(path: str | Path) -> dict[str, list[LabelRow]]:
@@ -49,16 +57,40 @@ def read_emotiontalk(path: str | Path) -> dict[str, list[LabelRow]]:
             raise DataError(f"{path}: missing column(s) {', '.join(missing)}")
         for lineno, row in enumerate(reader, 2):
             labels = tuple(to_index(row[c], "emotiontalk", source=f"{path}:{lineno}") for c in LABEL_COLUMNS)
-            out.setdefault(row["split"], []).append(LabelRow(row["id"], labels))  # type: ignore[arg-type]
+            out.setdefault(row["split"], []).append(
+                LabelRow(row["id"], labels, row.get("text") or ""))  # type: ignore[arg-type]
     return out
 
 
-def composite_splits(table: dict[str, list[LabelRow]], *, valid_fraction: float = 0.1,
-                     seed: int = 0) -> dict[str, list[LabelRow]]:
-    """EmotionTalk train -> composite train + valid (seeded), EmotionTalk val -> composite test."""
+def holdout_groups(rows: Sequence[LabelRow], fraction: float, seed: int = 0) -> tuple[str, ...]:
+    """Whole recording groups (seeded order) held out until they hold at least ``fraction`` of ``rows``."""
+    groups = sorted({r.group for r in rows})
+    sizes = {g: sum(r.group == g for r in rows) for g in groups}
+    picked: list[str] = []
+    for i in np.random.default_rng(seed).permutation(len(groups)):
+        if sum(sizes[g] for g in picked) >= fraction * len(rows):
+            break
+        picked.append(groups[i])
+    if len(picked) == len(groups):
+        raise DataError(f"holding out {fraction:.0%} by group leaves no training group ({len(groups)} groups)")
+    return tuple(sorted(picked))
+
+
+def composite_splits(table: dict[str, list[LabelRow]], *, valid_fraction: float = 0.1, seed: int = 0,
+                     by_group: bool = False) -> dict[str, list[LabelRow]]:
+    """EmotionTalk train -> composite train + valid, EmotionTalk val -> composite test.
+
+    ``valid`` is a seeded random ``valid_fraction`` of the train rows, or with ``by_group`` whole recording groups
+    (:func:`holdout_groups`), so that no speaker or dialogue of ``valid`` is in ``train`` (as EmotionTalk's own val
+    split is built; needed where an encoder was trained on the utterances' own transcripts).
+    """
     if "train" not in table or "val" not in table:
         raise DataError(f"EmotionTalk table needs train and val rows, has splits {sorted(table)}")
     rows = table["train"]
+    if by_group:
+        held = set(holdout_groups(rows, valid_fraction, seed))
+        return {"train": [r for r in rows if r.group not in held], "valid": [r for r in rows if r.group in held],
+                "test": list(table["val"])}
     order = np.random.default_rng(seed).permutation(len(rows))
     cut = int(round(valid_fraction * len(rows)))
     return {"train": [rows[i] for i in sorted(order[cut:])], "valid": [rows[i] for i in sorted(order[:cut])],
@@ -83,15 +115,19 @@ class Pool:
         return [int(c.size) for c in self.by_class]
 
 
-def draw_samples(rows: Sequence[LabelRow], pools: dict[str, Pool], *, draws: int, seed: int
+def draw_samples(rows: Sequence[LabelRow], pools: dict[str, Pool], *, draws: int, seed: int, own_text: bool = False
                  ) -> Iterator[tuple[str, int, int, int, tuple[int, int, int, int]]]:
-    """(sample id, text index, audio index, vision index, labels) for each row, ``draws`` times per row."""
+    """(sample id, text index, audio index, vision index, labels) for each row, ``draws`` times per row.
+
+    With ``own_text`` the text is the row's own transcript (index = the row's position in ``rows``; no text pool is
+    needed): real text with its real text label, as in starter-zh, instead of a sentence drawn by label.
+    """
     rng = np.random.default_rng(seed)
     for k in range(draws):
-        for row in rows:
+        for i, row in enumerate(rows):
             t, a, v, _ = row.labels
-            yield (f"{row.id}#{k}", pools["text"].draw(t, rng), pools["audio"].draw(a, rng),
-                   pools["vision"].draw(v, rng), row.labels)
+            text = i if own_text else pools["text"].draw(t, rng)
+            yield (f"{row.id}#{k}", text, pools["audio"].draw(a, rng), pools["vision"].draw(v, rng), row.labels)
 
 
 def vision_sequence(variants: np.ndarray, length: int, rng: np.random.Generator, *, noise: float = 0.0) -> np.ndarray:
