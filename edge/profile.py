@@ -10,10 +10,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10 (JetPack 6): the same parser from PyPI
+    import tomli as tomllib
 
 from edge.config import LFMIMConfig, ModalitySpec
 from edge.errors import ConfigError
@@ -92,6 +98,12 @@ class Profile:
     #: Folder of networks quantized when the profile was packaged ("asset:starter"), used by INT8 builds instead of
     #: calibrating on the user's machine (which has no calibration data); empty: calibrate at build time.
     prequantized: str = ""
+    #: Folder that ships every network as ONNX ("asset:starter": MTCNN's and LFMIM's ``<net>.fp32.onnx``; the face and
+    #: audio encoders are the ONNX files their weights name): the first run prepares the build without torch.
+    shipped: str = ""
+    #: Language of the speech and text the profile was trained for ("en", "zh", ...; a Whisper language code), which
+    #: speech recognition is asked to transcribe; empty: not stated (the ASR backend's own default).
+    language: str = ""
     source: str = ""  # file it was read from (not part of the hash)
 
     def to_dict(self) -> dict[str, Any]:
@@ -101,6 +113,8 @@ class Profile:
             "vision": dataclasses.asdict(self.vision), "lfmim": self.lfmim.to_dict(),
             "checkpoint": self.checkpoint, "stream": dataclasses.asdict(self.stream),
             **({"prequantized": self.prequantized} if self.prequantized else {}),
+            **({"shipped": self.shipped} if self.shipped else {}),
+            **({"language": self.language} if self.language else {}),
         }
 
 
@@ -135,6 +149,8 @@ def _section(cls, data: Any, name: str, source: str):
 
 
 def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
+    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized", "shipped",
+             "language"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -161,6 +177,14 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
 
     if vision.align not in TEMPLATES:
         raise ConfigError(f"{source}: [vision] align must be one of {', '.join(TEMPLATES)}, got {vision.align!r}")
+    prequantized, shipped = data.get("prequantized", ""), data.get("shipped", "")
+    for key, value in (("prequantized", prequantized), ("shipped", shipped)):
+        if not isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a string (an asset folder such as \"asset:starter\")")
+    language = data.get("language", "")
+    if not isinstance(language, str) or (language and not LANGUAGE_CODE.fullmatch(language)):
+        raise ConfigError(f"{source}: language must be a language code such as \"en\" or \"zh\" (lower case, 2-3 "
+                          f"letters), got {language!r}")
     if not 0.025 <= audio.block_s <= audio.window_s:
         raise ConfigError(f"{source}: [audio] block_s must lie between 0.025 s and window_s ({audio.window_s} s), "
                           f"got {audio.block_s}")

@@ -89,8 +89,8 @@ def figures(runs: Path) -> dict:
 
 
 def package(args, runs: Path, text_cmd: str, composite_cmd: str, train_cmd: str) -> dict:
-    from edge.build.manifest import sha256_file
-    from edge.model.checkpoint import write_text_atomic
+    from edge.fileio import sha256_file
+    from edge.fileio import write_text_atomic
 
     ASSETS.mkdir(parents=True, exist_ok=True)
     files = {"text.fp32.onnx": (runs / "text" / "text_encoder.onnx", text_cmd),

@@ -259,7 +259,7 @@ class FinetuneStep:
         return self.loss(self.model(torch.from_numpy(ids), torch.from_numpy(mask)), torch.from_numpy(labels))
 
     def on_epoch(self, record, model) -> bool:
-        from edge.model.checkpoint import write_text_atomic
+        from edge.fileio import write_text_atomic
         from edge.starter.zh_model import save_classifier
 
         best = self.out / "best.json"  # survives a resume: the best epoch so far, whichever run found it
@@ -368,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from edge.labels import CLASSES
-    from edge.model.checkpoint import write_text_atomic
+    from edge.fileio import write_text_atomic
     from edge.starter.zh_model import CharBertClassifier, CharBertConfig, char_bert, load_classifier
     from edge.starter.zh_text import build_char_tokenizer, char_vocabulary, load_char_tokenizer, strip_punctuation
     from edge.train.reports import write_eval_report

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from edge.assets import asset_manifest, asset_path
-from edge.build.manifest import sha256_file
+from edge.fileio import sha256_file
 from edge.errors import ConfigError, DataError
 from edge.features.text_pre import SpecialIds, encode_texts
 from edge.labels import CLASSES
