@@ -254,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
                            vision, labels)
                 n += 1
             summary["splits"][split] = {"samples": n, "emotiontalk_rows": len(rows.get(split, [])),
-                                        "crema_rows": len(crema["test" if split == "crema_test" else split]),
+                                        "crema_rows": len(crema["test"]) if split == "crema_test"
+                                        else len(crema[split]) if split != "test" else 0,
                                         "pools": {m: pools[m].counts() for m in pools}}
             if split == "train":
                 for m in ("text", "audio", "vision") if args.own_draws > 0 else ():
