@@ -23,9 +23,16 @@ valid split out by recording group (``--valid-by-group``, the default there: the
 groups' transcripts, so valid must be groups it never saw); no ``goemotions_test`` split then (LFMIM's text head is
 scored on ``test``, EmotionTalk's val transcripts with their text labels).
 
-Splits: ``train``, ``valid`` and ``test`` are composite (EmotionTalk label tuples); ``goemotions_test``,
-``ravdess_test`` and ``fer_test`` hold each modality's own test set once (the other inputs zero, their labels -1),
-so that ``edge-eval`` reports the uni-modal targets on exactly those sets.
+Splits: ``train``, ``valid`` and ``test`` are composite (EmotionTalk label tuples, and with ``--crema-votes`` the
+real English tuples of CREMA-D's perception study in train and valid); ``crema_test`` holds the CREMA-D tuples of
+the test actors (1001-1009); ``goemotions_test``, ``ravdess_test`` and ``fer_test`` hold each modality's own test
+set once (the other inputs zero, their labels -1), so that ``edge-eval`` reports the uni-modal targets on exactly
+those sets, and ``goemotions_valid``, ``ravdess_valid``, ``fer_valid`` their validation sets (GoEmotions dev,
+RAVDESS actors 17-18, FER2013's held-out tenth) for calibrating and selecting the uni-modal heads.
+
+``--unimodal-prior own`` (default) keeps a training tuple's uni-modal label with a per-class probability that makes
+the kept labels follow that modality's own data set (``balanced``: uniform; ``tuples``: keep all, the label tuples'
+priors, the recipe before); ``--own-draws N`` adds every training pool sample N times as a uni-modal-only sample.
 """
 
 from __future__ import annotations
@@ -46,7 +53,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from edge.labels import CLASSES, NUM_CLASSES  # noqa: E402
 from edge.starter.composite import (  # noqa: E402
-    SPLITS, Pool, composite_splits, draw_samples, place_in_window, read_emotiontalk, vision_sequence,
+    SPLITS, Pool, composite_splits, crema_rows, draw_samples, own_prior_keep, own_samples, place_in_window,
+    read_emotiontalk, vision_sequence,
 )
 
 log = logging.getLogger("edge")
@@ -232,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                    help="hold valid out by recording group (auto: with --text-source emotiontalk)")
     p.add_argument("--audio-variants", type=int, default=4, help="window placements per RAVDESS train clip")
     p.add_argument("--vision-jitter", type=float, default=0.05)
+    p.add_argument("--crema-votes", type=Path, default=None,
+                   help="CREMA-D's summaryTable.csv: its label tuples join EmotionTalk's (default: DATA/crema-d-votes/"
+                        "summaryTable.csv; pass --no-crema to leave them out)")
+    p.add_argument("--no-crema", action="store_true")
+    p.add_argument("--unimodal-prior", choices=("own", "balanced", "tuples"), default="own",
+                   help="distribution of the uni-modal labels kept in training tuples (see above)")
+    p.add_argument("--own-draws", type=int, default=1, help="uni-modal-only training samples per pool sample")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-progress", action="store_true")
@@ -258,9 +273,25 @@ def main(argv: list[str] | None = None) -> int:
     by_group = args.valid_by_group == "yes" or (args.valid_by_group == "auto" and own_text)
     rows = composite_splits(read_emotiontalk(args.data / "emotiontalk" / "emotiontalk.csv"), seed=args.seed,
                             by_group=by_group)
+    crema: dict[str, list] = {s: [] for s in SPLITS}
+    if not args.no_crema and not own_text:  # CREMA-D's text is its neutral English sentence: not for starter-zh
+        crema = crema_rows(args.crema_votes or args.data / "crema-d-votes" / "summaryTable.csv")
+    tuples = {"train": rows["train"] + crema["train"], "valid": rows["valid"] + crema["valid"], "test": rows["test"],
+              "crema_test": crema["test"]}
     text = transcript_features(args, rows) if own_text else text_pools(args)
     feats = {"text": text, "audio": audio_pools(args), "vision": vision_pools(args)}
     text_dim = int(text["train"]["features"].shape[-1])
+    keep = None
+    if args.unimodal_prior != "tuples":
+        train_labels = np.asarray([r.labels for r in tuples["train"]], np.int64)
+        keep = {}
+        for col, m in enumerate(("text", "audio", "vision")):
+            if own_text and m == "text":  # each utterance keeps its own transcript and text label
+                continue
+            target = (np.bincount(feats[m]["train"]["labels"], minlength=NUM_CLASSES).astype(float)
+                      if args.unimodal_prior == "own" else np.ones(NUM_CLASSES))
+            keep[m] = own_prior_keep(train_labels[:, col], target)
+            log.info("%s labels kept per class (%s prior): %s", m, args.unimodal_prior, np.round(keep[m], 3).tolist())
     specs = {"text": {"dim": text_dim, "length": args.text_tokens}, "audio": {"dim": 128, "length": AUDIO_FRAMES},
              "vision": {"dim": 256, "length": VISION_FRAMES}}
     rng = np.random.default_rng(args.seed + 1)
@@ -269,28 +300,55 @@ def main(argv: list[str] | None = None) -> int:
     if by_group:
         summary["valid_groups"] = sorted({r.group for r in rows["valid"]})
     with FeatureStoreWriter(args.out, specs, CLASSES, shard_size=2048, dtype="float16") as writer:
-        for split in SPLITS:
-            pools = {m: Pool(feats[m][split]["labels"], f"{m} pool ({split})") for m in feats
+        zeros = {m: np.zeros((specs[m]["length"], specs[m]["dim"]), np.float16) for m in specs}
+        for split in (*SPLITS, "crema_test"):
+            if not tuples[split]:
+                continue
+            source = "test" if split == "crema_test" else split
+            pools = {m: Pool(feats[m][source]["labels"], f"{m} pool ({source})") for m in feats
                      if not (own_text and m == "text")}
             draws = args.draws if split == "train" else 1
             n = 0
-            for sid, t, a, v, labels in tqdm(draw_samples(rows[split], pools, draws=draws, seed=args.seed,
-                                                          own_text=own_text),
-                                             total=draws * len(rows[split]), desc=f"composite {split}",
+            for sid, t, a, v, labels in tqdm(draw_samples(tuples[split], pools, draws=draws, seed=args.seed,
+                                                          keep=keep if split == "train" else None, own_text=own_text),
+                                             total=draws * len(tuples[split]), desc=f"composite {split}",
                                              disable=args.no_progress):
-                vision = vision_sequence(feats["vision"][split]["features"][v], VISION_FRAMES, rng,
+                vision = vision_sequence(feats["vision"][source]["features"][v], VISION_FRAMES, rng,
                                          noise=args.vision_jitter)
-                writer.add(split, sid, feats["text"][split]["features"][t], feats["audio"][split]["features"][a],
+                writer.add(split, sid, feats["text"][source]["features"][t], feats["audio"][source]["features"][a],
                            vision, labels)
                 n += 1
-            summary["splits"][split] = {"samples": n, "emotiontalk_rows": len(rows[split]),
+            summary["splits"][split] = {"samples": n, "emotiontalk_rows": len(rows.get(split, [])),
+                                        "crema_rows": len(crema["test"]) if split == "crema_test"
+                                        else len(crema[split]) if split != "test" else 0,
                                         "pools": {m: pools[m].counts() for m in pools}}
+            if split == "train":
+                for m in ("text", "audio", "vision") if args.own_draws > 0 else ():
+                    if own_text and m == "text":
+                        continue
+                    pool = feats[m]["train"]
+                    for k in range(args.own_draws):
+                        for i, labels in tqdm(own_samples(pool["labels"], m), total=len(pool["labels"]),
+                                              desc=f"{m}-only train", disable=args.no_progress):
+                            x = pool["features"][i]
+                            if m == "vision":
+                                x = vision_sequence(x, VISION_FRAMES, rng, noise=args.vision_jitter)
+                            inputs = {**zeros, m: x}
+                            writer.add(split, f"{m}-only-{i:05d}#{k}", inputs["text"], inputs["audio"],
+                                       inputs["vision"], labels)
+                            n += 1
+                summary["splits"][split]["samples_with_own_only"] = n
+                if keep is not None:
+                    summary["splits"][split]["unimodal_keep"] = {m: np.round(keep[m], 4).tolist() for m in keep}
         # each modality's own test set, whole and once, for the uni-modal targets (edge-eval --split fer_test ...):
         # the other modalities' inputs are zeros and their labels -1 (LFMIM's uni-modal heads read only their own)
-        zeros = {m: np.zeros((specs[m]["length"], specs[m]["dim"]), np.float16) for m in specs}
-        own_tests = (("ravdess_test", "audio"), ("fer_test", "vision"))
-        for split, modality in own_tests if own_text else (("goemotions_test", "text"), *own_tests):
-            pool = feats[modality]["test"]
+        own_sets = (("goemotions_test", "text", "test"), ("ravdess_test", "audio", "test"), ("fer_test", "vision", "test"),
+                    ("goemotions_valid", "text", "valid"), ("ravdess_valid", "audio", "valid"),
+                    ("fer_valid", "vision", "valid"))
+        for split, modality, source in own_sets:
+            if own_text and modality == "text":  # starter-zh's text head is scored on EmotionTalk's val transcripts
+                continue
+            pool = feats[modality][source]
             for i in tqdm(range(len(pool["labels"])), desc=split, disable=args.no_progress):
                 x = pool["features"][i]
                 if modality == "vision":  # the face alone, no jitter: the encoder's own test

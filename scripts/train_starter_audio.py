@@ -3,6 +3,13 @@
     python scripts/train_starter_audio.py                      # actors 01-16 train, 17-18 validation, 19-20 test
     python scripts/train_starter_audio.py --train-actors 5-20 --val-actors 3-4 --test-actors 1-2 \
         --out runs/starter/audio-split2                        # a second split, for robustness
+    python scripts/train_starter_audio.py --esd --speeds 0.9 1.1 --reverbs 2   # + ESD 0020, speed and reverberation
+
+With ``--esd`` the 1,000 clips of ESD speaker 0020 (``../shared/data/esd-0020``, five emotions) join the training
+set (never validation or test: one speaker).  ``--speeds`` adds speed-perturbed copies of every training clip
+(resampled, so tempo and pitch change together, as in Kaldi's speed perturbation) and ``--reverbs`` copies
+convolved with synthetic room impulse responses (exponentially decaying noise, RT60 0.15-0.7 s, seeded); each
+training crop is drawn from one of a clip's versions.
 
 Reads ``../shared/data/ravdess-speech`` (labels.csv: file, emotion, intensity, actor, sex; calm counts as neutral)
 with :func:`edge.media.read_audio` and caches the decoded 16 kHz waveforms as one int16 ``.npz`` under
@@ -114,6 +121,36 @@ def load_ravdess(data: Path, cache_dir: Path) -> dict[str, np.ndarray]:
     return out
 
 
+#: ESD's speaker in the merged clip tables (RAVDESS actors are 1-24).
+ESD_ACTOR = 100
+
+
+def load_esd(data: Path, cache_dir: Path) -> dict[str, np.ndarray]:
+    """ESD speaker 0020 decoded like :func:`load_ravdess` (actor :data:`ESD_ACTOR`); cached as one .npz."""
+    table = data / "labels.csv"
+    if not table.is_file():
+        raise SystemExit(f"{table} not found: pass --esd-data pointing at the esd-0020 folder of ../shared/data")
+    with table.open(newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))
+    cache = cache_dir / f"esd0020-16k-v{CACHE_VERSION}-{len(rows)}.npz"
+    if cache.is_file():
+        with np.load(cache) as z:
+            return {k: z[k] for k in z.files}
+    pcm, offsets, labels = [], [0], []
+    for row in tqdm(rows, desc="decoding ESD 0020", unit="clip"):
+        x, _ = read_audio(data / row["file"], sample_rate=SAMPLE_RATE)
+        pcm.append(np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16))
+        offsets.append(offsets[-1] + x.size)
+        labels.append(to_index(row["emotion"], "canonical", source=f"{table} {row['file']}"))
+    out = {"pcm": np.concatenate(pcm), "offsets": np.asarray(offsets, np.int64), "labels": np.asarray(labels, np.int64),
+           "actors": np.full(len(rows), ESD_ACTOR, np.int64), "files": np.asarray([r["file"] for r in rows])}
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    part = cache.with_name(cache.name + ".part.npz")
+    np.savez(part, **out)
+    part.replace(cache)
+    return out
+
+
 class Clips:
     """The clips of some actors as float32 waveforms with labels."""
 
@@ -129,28 +166,63 @@ class Clips:
     def __len__(self) -> int:
         return len(self.waves)
 
+    def extend(self, other: "Clips") -> None:
+        self.waves = self.waves + other.waves
+        self.labels = np.concatenate([self.labels, other.labels])
+        self.files = np.concatenate([self.files, other.files])
 
-def mel_powers(clips: Clips) -> list[np.ndarray]:
-    """Each clip's (N_MELS, frames) mel power from the encoder's own fixed front-end (computed once).
+
+def speed_perturb(x: np.ndarray, factor: float) -> np.ndarray:
+    """Play ``x`` ``factor`` times faster (linear-interpolation resampling: tempo and pitch change together)."""
+    n = int(round(x.size / factor))
+    return np.interp(np.arange(n) * factor, np.arange(x.size), x).astype(np.float32)
+
+
+def reverberate(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``x`` convolved with a synthetic room impulse response: a direct path plus exponentially decaying Gaussian
+    noise with a random RT60 of 0.15-0.7 s and direct-to-reverberant ratio; peak level kept."""
+    rt60 = rng.uniform(0.15, 0.7)
+    t = np.arange(int(rt60 * SAMPLE_RATE)) / SAMPLE_RATE
+    tail = rng.standard_normal(t.size) * np.exp(-6.9 * t / rt60)  # -60 dB at rt60
+    rir = tail * 10.0 ** (rng.uniform(-12.0, 0.0) / 20.0) / np.sqrt((tail ** 2).sum())
+    rir[0] = 1.0
+    size = 1 << int(np.ceil(np.log2(x.size + rir.size)))  # FFT convolution (direct is 10^9 operations a clip)
+    y = np.fft.irfft(np.fft.rfft(x, size) * np.fft.rfft(rir, size), size)[: x.size]
+    peak = np.abs(y).max()
+    return (y * (np.abs(x).max() / peak if peak > 0 else 1.0)).astype(np.float32)
+
+
+def clip_versions(clips: Clips, speeds: list[float], reverbs: int, seed: int) -> list[list[np.ndarray]]:
+    """Each training clip's versions: itself, one per speed factor, ``reverbs`` reverberated copies."""
+    rng = np.random.default_rng(seed + 17)
+    out = []
+    for x in tqdm(clips.waves, desc="augmented versions", leave=False):
+        out.append([x] + [speed_perturb(x, f) for f in speeds] + [reverberate(x, rng) for _ in range(reverbs)])
+    return out
+
+
+def mel_powers(waves: list[np.ndarray]) -> list[np.ndarray]:
+    """Each waveform's (N_MELS, frames) mel power from the encoder's own fixed front-end (computed once).
 
     The frames of a 1 s block that starts at a multiple of the 20 ms hop are exactly the clip's frames there, so
     training on slices of these equals training on blocks (and gain and noise act on power directly)."""
     front = LogMel()
     with torch.no_grad():
-        return [front.power(torch.from_numpy(x)[None])[0].numpy() for x in tqdm(clips.waves, desc="mel", leave=False)]
+        return [front.power(torch.from_numpy(x)[None])[0].numpy() for x in tqdm(waves, desc="mel", leave=False)]
 
 
-def random_crops(powers: list[np.ndarray], index: np.ndarray, rng: np.random.Generator
+def random_crops(powers: list[list[np.ndarray]], index: np.ndarray, rng: np.random.Generator
                  ) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, N_MELS, FRAMES) augmented log-mel of random 1 s crops and the (B, FRAMES) mask of real frames.
 
     Augmentation: time shift (a crop may start up to MAX_LEAD_FRAMES before the clip, or run past its end: zero
     power there, as the run path's zero-padded tail), gain -12..+6 dB, and half the time white noise at -75..-35 dBFS
-    (its expected mel power, with a +-50 % random fluctuation per frame and band)."""
+    (its expected mel power, with a +-50 % random fluctuation per frame and band).  ``powers[i]`` holds clip i's
+    versions (itself, speed-perturbed, reverberated); each crop picks one at random."""
     out = np.zeros((index.size, N_MELS, FRAMES), np.float32)
     valid = np.zeros(index.size, np.int64)
     for row, i in enumerate(index):
-        p = powers[i]
+        p = powers[i][int(rng.integers(len(powers[i])))]
         voiced = np.flatnonzero(p.sum(axis=0) > p.sum(axis=0).max() * VOICED_RATIO)
         if rng.random() < VOICED_CROPS and voiced.size:  # centred on speech, jittered
             start = int(rng.choice(voiced)) - FRAMES // 2 + int(rng.integers(-MAX_LEAD_FRAMES, MAX_LEAD_FRAMES + 1))
@@ -247,7 +319,10 @@ def train(args: argparse.Namespace, train_set: Clips, val_set: Clips) -> tuple[d
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     loss_fn = nn.CrossEntropyLoss(label_smoothing=args.label_smoothing)
-    powers = mel_powers(train_set)
+    versions = clip_versions(train_set, args.speeds, args.reverbs, args.seed)
+    flat = mel_powers([v for vs in versions for v in vs])
+    per = len(versions[0]) if versions else 1
+    powers = [flat[i * per:(i + 1) * per] for i in range(len(versions))]
     best: tuple[float, float] = (-1.0, -math.inf)
     best_state: dict = {}
     history = []
@@ -327,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-actors", default="1-16")
     p.add_argument("--val-actors", default="17-18")
     p.add_argument("--test-actors", default="19-20")
+    p.add_argument("--esd", action="store_true", help="add ESD speaker 0020's 1,000 clips to the training set")
+    p.add_argument("--esd-data", type=Path, default=ROOT.parent / "shared" / "data" / "esd-0020")
+    p.add_argument("--speeds", type=float, nargs="*", default=[], help="speed-perturbed copies (e.g. 0.9 1.1)")
+    p.add_argument("--reverbs", type=int, default=0, help="reverberated copies of every training clip")
     p.add_argument("--epochs", type=int, default=40)
     p.add_argument("--eval-from", type=int, default=10, help="first epoch evaluated on the validation actors")
     p.add_argument("--batch", type=int, default=64)
@@ -349,6 +428,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"actor sets overlap: {split}")
     data = load_ravdess(args.data, args.cache)
     sets = {k: Clips(data, v) for k, v in split.items()}
+    if args.esd:
+        sets["train"].extend(Clips(load_esd(args.esd_data, args.cache), [ESD_ACTOR]))
     log.info("clips: %s", {k: len(v) for k, v in sets.items()})
 
     started = time.perf_counter()
@@ -369,7 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         write_eval_report({"a": (sets[name].labels, pred)}, CLASSES, out / f"report-{name}",
                           title=f"Starter audio encoder ({ENCODER_NAME}), RAVDESS {name} actors {split[name]}")
     meta = {"epoch": best["epoch"], "split": split, "val_accuracy": results["val"]["accuracy"],
-            "test_accuracy": results["test"]["accuracy"], "data": "RAVDESS speech (CC BY-NC-SA 4.0), calm -> neutral",
+            "test_accuracy": results["test"]["accuracy"],
+            "data": "RAVDESS speech (CC BY-NC-SA 4.0), calm -> neutral"
+                    + ("; ESD speaker 0020 (research use, non-commercial)" if args.esd else ""),
             "args": {k: str(v) for k, v in vars(args).items()}}
     save_checkpoint(out / "best.safetensors", state, {**cfg.to_dict(), "classes": list(CLASSES)},
                     variant="starter-audio", meta=meta)

@@ -3,6 +3,8 @@
     python scripts/train_starter_vision.py                         # 30 min budget, runs/starter/vision/
     python scripts/train_starter_vision.py --minutes 120           # longer budget, same command otherwise
     python scripts/train_starter_vision.py --epochs 40 --minutes 0 # a fixed epoch schedule, no time limit
+    python scripts/train_starter_vision.py --init-onnx edge/assets/starter/vision.fp32.onnx --lr 0.02 --minutes 60
+                                                                   # continue training the shipped encoder
 
 Reads ``../shared/data/fer2013/{train,publictest}.npz`` (never copy them into the repository).  Holds out 10 % of
 train (seeded, stratified) for validation, trains encoder + linear head with SGD (Nesterov momentum) and a one-cycle
@@ -219,6 +221,21 @@ def train(args: argparse.Namespace) -> None:
     decay = [p for n, p in [*encoder.named_parameters(), *head.named_parameters()] if p.ndim > 1]
     no_decay = [p for n, p in [*encoder.named_parameters(), *head.named_parameters()] if p.ndim <= 1]
     groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if args.init_onnx and (args.fresh or not (out / "last.pt").is_file()):
+        from edge.starter.vision_warm import fit_head, warm_start
+
+        warm_start(encoder, args.init_onnx, to_unit(train_x[:2048]))
+        with torch.no_grad():
+            encoder.eval()
+            feats = torch.cat([encoder.features_from_grey(to_unit(train_x[i:i + EVAL_BATCH]))
+                               for i in range(0, len(train_x), EVAL_BATCH)])
+        head = fit_head(feats, train_y, len(CLASSES), dropout=args.dropout)
+        warm_acc = float((logits_of(encoder, head, val_images, flip=False).argmax(1) == val_labels).mean())
+        log.info("warm start from %s: validation accuracy %.4f with a linear head fitted on the frozen features",
+                 args.init_onnx, warm_acc)
+        decay = [p for n, p in [*encoder.named_parameters(), *head.named_parameters()] if p.ndim > 1]
+        no_decay = [p for n, p in [*encoder.named_parameters(), *head.named_parameters()] if p.ndim <= 1]
+        groups = [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     opt = torch.optim.SGD(groups, lr=args.lr, momentum=0.9, nesterov=True)
     budget_s = args.minutes * 60.0
     steps_per_epoch = len(tr_idx) // args.batch
@@ -369,6 +386,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="torch threads; on a machine already busy with other jobs 1 can be several times faster")
     p.add_argument("--limit", type=int, default=0, help="use only this many training faces (smoke tests)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt")
+    p.add_argument("--init-onnx", default=None,
+                   help="start from this exported encoder (e.g. the shipped vision.fp32.onnx) with a linear head "
+                        "fitted on its frozen features, instead of from random weights (same --widths/--layers)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.minutes <= 0 and not args.epochs:

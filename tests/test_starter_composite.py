@@ -72,3 +72,47 @@ def test_emotiontalk_splits_are_disjoint_and_cover_the_table(shared_data):
     assert labels.shape[1] == 4 and labels.min() >= 0 and labels.max() < NUM_CLASSES
     # the tuples are real: the modalities disagree on a sizeable share of rows, as the paper's Incon says
     assert 0.2 < np.mean(labels[:, 1] != labels[:, 3]) < 0.5
+
+
+def test_own_prior_keep_turns_the_tuple_priors_into_the_target():
+    from edge.starter.composite import own_prior_keep
+
+    rng = np.random.default_rng(0)
+    labels = rng.choice(NUM_CLASSES, size=20000, p=[0.05, 0.02, 0.03, 0.1, 0.6, 0.1, 0.1])  # mostly neutral
+    target = np.array([1, 1, 1, 2, 1, 1, 1], float)
+    keep = own_prior_keep(labels, target)
+    assert keep.max() == pytest.approx(1.0) and keep[4] < 0.1
+    kept = labels[rng.random(labels.size) < keep[labels]]
+    got = np.bincount(kept, minlength=NUM_CLASSES) / kept.size
+    assert np.allclose(got, target / target.sum(), atol=0.02)
+    assert own_prior_keep(np.zeros(10, np.int64), np.ones(NUM_CLASSES))[1:].sum() == 0  # absent classes: 0
+    with pytest.raises(DataError, match="non-negative"):
+        own_prior_keep(labels, np.ones(3))
+
+
+def test_masked_draws_keep_the_fused_label_and_draw_inputs_by_the_true_label():
+    from edge.starter.composite import own_samples
+
+    rows = [LabelRow(f"u{i}", (4, 4, i % 7, (i + 2) % 7)) for i in range(300)]
+    pools = _pools()
+    keep = {"text": np.full(NUM_CLASSES, 0.0), "audio": np.full(NUM_CLASSES, 1.0), "vision": np.full(NUM_CLASSES, 0.5)}
+    out = list(draw_samples(rows, pools, draws=1, seed=0, keep=keep))
+    assert all(labels[0] == -1 and labels[1] == 4 for *_, labels in out)
+    kept_v = sum(labels[2] >= 0 for *_, labels in out)
+    assert 100 < kept_v < 200
+    for (sid, t, a, v, labels), row in zip(out, rows):
+        assert labels[3] == row.labels[3] and pools["vision"].labels[v] == row.labels[2]
+    only = list(own_samples(np.array([3, 5]), "audio"))
+    assert only == [(0, (-1, 3, -1, -1)), (1, (-1, 5, -1, -1))]
+
+
+def test_crema_rows_are_real_tuples_split_by_actor(shared_data):
+    from edge.starter.composite import crema_rows
+
+    rows = crema_rows(shared_data / "crema-d-votes" / "summaryTable.csv")
+    assert sum(len(v) for v in rows.values()) == 7442
+    actors = {s: {int(r.id.split(":")[1][:4]) for r in v} for s, v in rows.items()}
+    assert actors["test"] == set(range(1001, 1010)) and actors["valid"] == set(range(1010, 1019))
+    assert not actors["train"] & (actors["test"] | actors["valid"])
+    fea = next(r for r in rows["test"] if r.id == "crema:1001_DFA_FEA_XX")
+    assert fea.labels == (4, 2, 1, 2)  # text neutral, voice fear, face disgust, multimodal fear

@@ -227,7 +227,8 @@ class FixedChinese:
 @pytest.mark.slow
 @pytest.mark.data
 def test_the_live_loop_carries_a_chinese_transcript_to_the_text_head(zh_build, shared_data):
-    from edge.features.extractors import Extractors, softmax
+    from edge.confidence import softmax
+    from edge.features.extractors import Extractors
     from edge.runtime.engines import open_engines
     from edge.stream.config import RunConfig
     from edge.stream.recognizer import Recognizer

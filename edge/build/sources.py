@@ -176,9 +176,10 @@ def _lfmim(profile: Profile, out: Path, random_weights: bool):
             raise InputError(f"{profile.checkpoint}: the checkpoint expects features {specs}, but profile "
                              f"{profile.name!r} produces {want}; use a checkpoint trained on this profile's features")
         source = str(profile.checkpoint)
+        calibration = ckpt.meta.get("calibration")  # per-head calibration (edge-calibrate): the run path applies it
     else:
         torch.manual_seed(0)
-        model, source = LFMIM(profile.lfmim).eval(), "random LFMIM"
+        model, source, calibration = LFMIM(profile.lfmim).eval(), "random LFMIM", None
         with torch.no_grad():  # a trained model is confident; random heads give near ties that any noise flips,
             for head in (model.text.head, model.audio.head, model.vision.head, model.multi.head):
                 head.mlp[-1].weight.mul_(RANDOM_HEAD_GAIN)  # so spread the logits like a trained model's
@@ -188,7 +189,7 @@ def _lfmim(profile: Profile, out: Path, random_weights: bool):
     names = ["text", "audio", "vision"]
     report = export_onnx(model, example, out / "lfmim.fp32.onnx", input_names=names, output_names=["t", "a", "v", "m"],
                          dynamic_axes={n: {0: "batch"} for n in [*names, "t", "a", "v", "m"]}, name="lfmim")
-    return report, {"source": source}
+    return report, {"source": source, **({"calibration": calibration} if calibration else {})}
 
 
 def _is_onnx(weights: str) -> bool:

@@ -28,12 +28,6 @@ class FaceCrop:
     landmarks: np.ndarray | None = None
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 class Extractors:
     """Text, audio and vision features and LFMIM's fused outputs from a build's runners.
 
@@ -58,6 +52,7 @@ class Extractors:
         # (some packaged ones pad to 128) would otherwise feed its pads in as words
         self.tokenizer.no_padding()
         self.tokenizer.no_truncation()
+        self.calibration = build_calibration(engines.manifest)
 
     # -- text ----------------------------------------------------------------------------------------------------
     def text(self, texts: Sequence[str]) -> np.ndarray:
@@ -148,9 +143,27 @@ class Extractors:
         return features, len(with_face)
 
     # -- fusion --------------------------------------------------------------------------------------------------
-    def fuse(self, text: np.ndarray, audio: np.ndarray, vision: np.ndarray) -> dict[str, np.ndarray]:
-        """LFMIM over one sample's features -> probabilities of heads t, a, v, m, each (classes,)."""
+    def fuse_logits(self, text: np.ndarray, audio: np.ndarray, vision: np.ndarray) -> dict[str, np.ndarray]:
+        """LFMIM over one sample's features -> logits of heads t, a, v, m, each (classes,)."""
         feeds = {"text": np.asarray(text, np.float32)[None] if np.ndim(text) == 2 else np.asarray(text, np.float32),
                  "audio": np.asarray(audio, np.float32)[None], "vision": np.asarray(vision, np.float32)[None]}
         out = self.runners["lfmim"].infer(feeds)
-        return {head: softmax(out[head][0]) for head in ("t", "a", "v", "m")}
+        return {head: out[head][0] for head in ("t", "a", "v", "m")}
+
+    def fuse(self, text: np.ndarray, audio: np.ndarray, vision: np.ndarray) -> dict[str, np.ndarray]:
+        """LFMIM over one sample's features -> calibrated probabilities of heads t, a, v, m, each (classes,):
+        ``softmax(logits / T + b)`` with the build's calibration of each head (identity where none is recorded)."""
+        logits = self.fuse_logits(text, audio, vision)
+        return {head: self.calibration.probs(head, z).astype(np.float32) for head, z in logits.items()}
+
+
+def build_calibration(manifest: dict) -> "Calibration":
+    """The per-head calibration a build records for LFMIM (``networks.lfmim.calibration``; copied from the
+    checkpoint's metadata when it was built), or the identity with a warning when the build has none."""
+    from edge.confidence import Calibration
+
+    record = manifest.get("networks", {}).get("lfmim", {}).get("calibration")
+    if not record and not manifest.get("random_weights"):
+        log.warning("the build records no calibration of LFMIM's heads: its probabilities are uncalibrated "
+                    "(calibrate the checkpoint with edge-calibrate and rebuild: %s)", manifest.get("rebuild"))
+    return Calibration.from_dict(record, source="the build's LFMIM calibration")

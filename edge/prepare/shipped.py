@@ -79,6 +79,31 @@ def _asset(folder: str, name: str) -> str:
     return f"{folder.rstrip('/')}/{name}"
 
 
+def _exists(ref: str) -> bool:
+    from edge.assets import asset_path, is_asset
+
+    if not is_asset(ref):
+        return Path(ref).is_file()
+    try:
+        return asset_path(ref, check=False).is_file()
+    except InputError:
+        return False
+
+
+def _checkpoint_meta(profile: Profile) -> dict[str, Any]:
+    """The ``meta`` of the LFMIM checkpoint's JSON sidecar (``lfmim.json`` beside ``lfmim.safetensors``; no torch)."""
+    import json
+
+    from edge.assets import resolve
+
+    if not profile.checkpoint:
+        return {}
+    sidecar = Path(resolve(profile.checkpoint)).with_suffix(".json")
+    if not sidecar.is_file():
+        return {}
+    return dict(json.loads(sidecar.read_text(encoding="utf-8")).get("meta") or {})
+
+
 def _text_fp32(profile: Profile, out: Path) -> dict[str, Any]:
     """The text encoder as ``text.fp32.onnx`` + ``tokenizer/tokenizer.json`` in ``out``."""
     from edge.assets import is_package_model, package_model_dir, resolve
@@ -129,8 +154,13 @@ def collect_fp32(profile: Profile, out: Path) -> tuple[dict[str, Path], dict[str
     }
     for name, (inputs, outputs) in shapes.items():
         ref = _asset(folder, f"{name}.fp32.onnx")
+        if name in MTCNN and profile.prequantized and not _exists(ref):  # a profile that shares the starter's MTCNN
+            ref = _asset(profile.prequantized, f"{name}.fp32.onnx")
         copied = copy_onnx(ref, out / f"{name}.fp32.onnx", name=name, inputs=inputs, outputs=outputs)
         fp32[name], details[name] = copied.path, {"source": ref, "export": copied.to_dict()}
+    calibration = _checkpoint_meta(profile).get("calibration")
+    if calibration:  # per-head calibration fitted on validation data: the run path applies it (edge.confidence)
+        details["lfmim"]["calibration"] = calibration
     for name, ref, inputs, outputs, extra in (
             ("resnet18", v.weights, {"faces": ("batch", 3, v.face_size, v.face_size)}, {"features": ("batch", v.dim)}, {}),
             ("audio", a.weights, {"waveform": ("batch", a.block_samples)}, {"hidden": ("batch", None, a.dim)},

@@ -12,6 +12,16 @@ Splits never mix: EmotionTalk's train rows make the composite train and valid sp
 its val rows the composite test split; each modality's pool has the same three splits, drawn from its own data
 set's held-out parts (GoEmotions train/dev/test; RAVDESS actors 1-16 / 17-18 / 19-20; FER2013 train minus a
 stratified tenth / that tenth / public test).
+
+CREMA-D's perception study adds real English label tuples (:func:`crema_rows`: text neutral, the voice, face and
+multimodal votes; split by actor, :func:`edge.train.crema_votes.actor_split`).
+
+Uni-modal labels without another data set's priors (:func:`own_prior_keep`): EmotionTalk's tuples are mostly
+neutral, and a uni-modal head trained on them learns that prior, not its own data set's.  So in the training split
+each uni-modal label of a tuple is kept with a per-class probability that makes the kept labels follow a target
+distribution (the modality's own data set's, or uniform), and masked (-1, no loss) otherwise; the fused label is
+always kept.  Uni-modal-only samples (:func:`own_samples`: one modality's input, the others zero, only that
+label) add every pool sample under its own data set's distribution.
 """
 
 from __future__ import annotations
@@ -115,19 +125,60 @@ class Pool:
         return [int(c.size) for c in self.by_class]
 
 
-def draw_samples(rows: Sequence[LabelRow], pools: dict[str, Pool], *, draws: int, seed: int, own_text: bool = False
+def crema_rows(path: str | Path) -> dict[str, list[LabelRow]]:
+    """CREMA-D's votes as label rows {train, valid, test} by actor: (neutral, voice, face, multimodal); a vote split
+    between codes takes the one with the highest agreement level."""
+    from edge.labels import INDEX
+    from edge.train.crema_votes import actor_split, read_crema_votes
+
+    out: dict[str, list[LabelRow]] = {s: [] for s in SPLITS}
+    for r in read_crema_votes(path):
+        out[actor_split(r.actor)].append(LabelRow(f"crema:{r.file}", (INDEX["neutral"], r.voice[0], r.face[0], r.multi[0])))
+    return out
+
+
+def own_prior_keep(labels: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Per-class keep probabilities (classes,) that turn the distribution of ``labels`` into ``target``:
+    ``target_c / freq_c`` scaled so the largest is 1 (a class absent from ``labels`` gets 0)."""
+    freq = np.bincount(np.asarray(labels, np.int64), minlength=NUM_CLASSES).astype(np.float64)
+    target = np.asarray(target, np.float64)
+    if target.shape != (NUM_CLASSES,) or (target < 0).any() or target.sum() <= 0:
+        raise DataError(f"target distribution must be {NUM_CLASSES} non-negative weights, got {target}")
+    ratio = np.divide(target / target.sum(), freq / max(freq.sum(), 1.0), out=np.zeros(NUM_CLASSES), where=freq > 0)
+    return ratio / ratio.max() if ratio.max() > 0 else ratio
+
+
+def draw_samples(rows: Sequence[LabelRow], pools: dict[str, Pool], *, draws: int, seed: int,
+                 keep: dict[str, np.ndarray] | None = None, own_text: bool = False
                  ) -> Iterator[tuple[str, int, int, int, tuple[int, int, int, int]]]:
     """(sample id, text index, audio index, vision index, labels) for each row, ``draws`` times per row.
 
     With ``own_text`` the text is the row's own transcript (index = the row's position in ``rows``; no text pool is
     needed): real text with its real text label, as in starter-zh, instead of a sentence drawn by label.
-    """
+    ``keep`` (modality -> per-class keep probability, :func:`own_prior_keep`) masks uni-modal labels (-1) at
+    random so that the kept ones follow a target distribution; the inputs are drawn by the true label either way."""
     rng = np.random.default_rng(seed)
+    mask_rng = np.random.default_rng(seed + 7919)
     for k in range(draws):
         for i, row in enumerate(rows):
-            t, a, v, _ = row.labels
+            t, a, v, m = row.labels
+            labels = list(row.labels)
+            if keep:
+                for col, name in enumerate(("text", "audio", "vision")):
+                    if name in keep and mask_rng.random() >= keep[name][labels[col]]:
+                        labels[col] = -1
             text = i if own_text else pools["text"].draw(t, rng)
-            yield (f"{row.id}#{k}", text, pools["audio"].draw(a, rng), pools["vision"].draw(v, rng), row.labels)
+            yield (f"{row.id}#{k}", text, pools["audio"].draw(a, rng),
+                   pools["vision"].draw(v, rng), tuple(labels))  # type: ignore[misc]
+
+
+def own_samples(labels: np.ndarray, modality: str) -> Iterator[tuple[int, tuple[int, int, int, int]]]:
+    """(pool index, labels) for every sample of one modality's pool, only that modality's label set."""
+    col = ("text", "audio", "vision").index(modality)
+    for i, y in enumerate(np.asarray(labels, np.int64).tolist()):
+        labels_ = [-1, -1, -1, -1]
+        labels_[col] = y
+        yield i, tuple(labels_)  # type: ignore[misc]
 
 
 def vision_sequence(variants: np.ndarray, length: int, rng: np.random.Generator, *, noise: float = 0.0) -> np.ndarray:

@@ -5,6 +5,10 @@ frame, no speech in the audio, no transcript yet -- is *unavailable*: its probab
 ``None``, and LFMIM receives zero features for it (what padding gives during training).  The fused estimate is
 made from the modalities that are available and says which those were; with none available there is no fused
 estimate at all.  Nothing is made up: smoothing state of an unavailable modality is kept, not advanced.
+
+Probabilities are calibrated (the build's per-head calibration, applied by the extractors); ``uncertain`` and
+``uncertain_reasons`` follow the rule of :mod:`edge.stream.uncertainty` (low fused confidence, confident modalities
+that disagree, or no evidence).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from edge.errors import InputError
+from edge.stream.uncertainty import uncertainty
 
 MODALITIES = ("text", "audio", "vision")
 OUTPUTS = (*MODALITIES, "fused")
@@ -45,6 +50,8 @@ class Estimate:
     dropped: dict[str, float] = field(default_factory=dict)
     #: modality (or "fused") -> why it is unavailable because a part of the loop failed (edge.stream.failures)
     reasons: dict[str, str] = field(default_factory=dict)
+    uncertain: bool = False
+    uncertain_reasons: tuple[str, ...] = ()
 
     def label(self, output: str = "fused") -> str | None:
         p = self.probs.get(output)
@@ -61,6 +68,7 @@ class Estimate:
         return {
             "index": self.index, "time": round(self.time, 4), "media_time": round(self.media_time, 4),
             "label": self.label(), "confidence": None if self.confidence() is None else round(self.confidence(), 5),
+            "uncertain": self.uncertain, "uncertain_reasons": list(self.uncertain_reasons),
             "labels": {o: self.label(o) for o in OUTPUTS},
             "probs": {o: rnd(self.probs.get(o)) for o in OUTPUTS},
             "raw": {o: rnd(self.raw.get(o)) for o in OUTPUTS},
@@ -116,7 +124,8 @@ def make_estimate(index: int, *, time: float, media_time: float, classes: tuple[
     smoothed = {o: smoother(o, raw.get(o)) for o in OUTPUTS}
     as_list = {o: (None if v is None else [float(x) for x in v]) for o, v in smoothed.items()}
     raw_list = {o: (None if raw.get(o) is None else [float(x) for x in raw[o]]) for o in OUTPUTS}
+    uncertain, why_uncertain = uncertainty(as_list)
     return Estimate(index=index, time=time, media_time=media_time, classes=tuple(classes), probs=as_list,
                     raw=raw_list, available=dict(available), age_s=dict(age_s), transcript=transcript,
                     latency_ms=dict(latency_ms), faces=dict(faces or {}), dropped=dict(dropped or {}),
-                    reasons=dict(reasons or {}))
+                    reasons=dict(reasons or {}), uncertain=uncertain, uncertain_reasons=tuple(why_uncertain))

@@ -35,6 +35,7 @@ class Prediction:
     y_true: np.ndarray
     y_pred: np.ndarray
     probs: np.ndarray
+    logits: np.ndarray | None = None
 
 
 def check_store_matches(store_specs: dict, model_specs: dict, *, store: str) -> None:
@@ -69,7 +70,7 @@ def predict(model, split, *, batch_size: int = 64, device: str = "cpu", progress
     from edge.model.lfmim import lfmim_loss
     tqdm = lazy_import("tqdm").tqdm
     model.eval()
-    labels_all, probs_all, loss_sum, n = [], [[] for _ in HEADS], np.zeros(4), 0
+    labels_all, logits_all, loss_sum, n = [], [[] for _ in HEADS], np.zeros(4), 0
     with torch.no_grad(), tqdm(total=len(split), desc=desc, unit="sample", disable=not progress, leave=False) as bar:
         for batch in split.iter_batches(batch_size, shuffle=False):
             feats, labels = batch_tensors(batch, device)
@@ -79,15 +80,17 @@ def predict(model, split, *, batch_size: int = 64, device: str = "cpu", progress
             n += len(labels)
             labels_all.append(labels.cpu().numpy())
             for i, logits in enumerate(outputs):
-                probs_all[i].append(torch.softmax(logits, dim=-1).cpu().numpy())
+                logits_all[i].append(logits.cpu().numpy())
             bar.update(len(labels))
     labels = np.concatenate(labels_all)
     out = {}
     for i, head in enumerate(HEADS):
-        probs = np.concatenate(probs_all[i])
+        logits = np.concatenate(logits_all[i]).astype(np.float64)
+        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+        probs /= probs.sum(axis=1, keepdims=True)
         column = i if against is None else HEADS.index(against)
         keep = labels[:, column] >= 0
-        out[head] = Prediction(labels[keep, column], probs[keep].argmax(1), probs[keep])
+        out[head] = Prediction(labels[keep, column], probs[keep].argmax(1), probs[keep], logits[keep])
     return out, loss_sum / max(n, 1)
 
 
