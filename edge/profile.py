@@ -77,6 +77,18 @@ class StreamProfile:
 
 
 @dataclass(frozen=True)
+class ASRProfile:
+    """Speech recognition for the profile's language (``edge-run --asr / --asr-model / --language`` override it):
+    ``backend`` (edge.asr.BACKEND_NAMES; "auto": Whisper when a model is installed, else pocketsphinx), ``model``
+    (a Whisper model: folder, package:NAME, size name or Hub id; "" = the installed package), ``language`` ("" =
+    detected per utterance)."""
+
+    backend: str = "auto"
+    model: str = ""
+    language: str = ""
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -90,6 +102,8 @@ class Profile:
     #: Folder of networks quantized when the profile was packaged ("asset:starter"), used by INT8 builds instead of
     #: calibrating on the user's machine (which has no calibration data); empty: calibrate at build time.
     prequantized: str = ""
+    #: Speech recognition ([asr]); not part of the hash when left at its defaults, so older builds stay valid.
+    asr: ASRProfile = ASRProfile()
     source: str = ""  # file it was read from (not part of the hash)
 
     def to_dict(self) -> dict[str, Any]:
@@ -99,6 +113,7 @@ class Profile:
             "vision": dataclasses.asdict(self.vision), "lfmim": self.lfmim.to_dict(),
             "checkpoint": self.checkpoint, "stream": dataclasses.asdict(self.stream),
             **({"prequantized": self.prequantized} if self.prequantized else {}),
+            **({"asr": dataclasses.asdict(self.asr)} if self.asr != ASRProfile() else {}),
         }
 
 
@@ -133,7 +148,7 @@ def _section(cls, data: Any, name: str, source: str):
 
 
 def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
-    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized"}
+    known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized", "asr"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -143,6 +158,11 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
     audio = _section(AudioProfile, data.get("audio"), "audio", source)
     vision = _section(VisionProfile, data.get("vision"), "vision", source)
     stream = _section(StreamProfile, data.get("stream"), "stream", source)
+    asr = _section(ASRProfile, data.get("asr"), "asr", source)
+    from edge.asr.registry import BACKEND_NAMES
+
+    if asr.backend not in BACKEND_NAMES:
+        raise ConfigError(f"{source}: [asr] backend must be one of {', '.join(BACKEND_NAMES)}, got {asr.backend!r}")
     classes = tuple(data.get("classes") or LFMIMConfig().classes)
     lfmim = dict(data.get("lfmim") or {})
     checkpoint = str(lfmim.pop("checkpoint", ""))
@@ -168,7 +188,7 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
                           f"got {audio.block_s}")
     return Profile(name=data["name"], description=str(data.get("description", "")), classes=classes, text=text,
                    audio=audio, vision=vision, lfmim=config, checkpoint=checkpoint, stream=stream, prequantized=prequantized,
-                   source=source)
+                   asr=asr, source=source)
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

@@ -187,12 +187,11 @@ class FasterWhisperASR(SpeechRecognizer):
                                      f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
                                      "check the folder, or reinstall it") from None
         self.multilingual = bool(self.model.model.is_multilingual)
-        supported = set(self.model.supported_languages)
-        bad = [c for c in self.languages if c not in supported]
-        if bad:
+        try:
+            self._check_languages()
+        except InputError:
             self.close()
-            raise InputError(f"language {', '.join(bad)} is not one this Whisper model knows; "
-                             f"choose among {', '.join(sorted(supported))}")
+            raise
         self._ct2, self._owner = ctranslate2, True
         from faster_whisper.transcribe import get_suppressed_tokens
         from faster_whisper.tokenizer import Tokenizer
@@ -216,7 +215,15 @@ class FasterWhisperASR(SpeechRecognizer):
         other._owner = False  # closing a view leaves the shared model loaded
         other.options = replace(self.options, **changes).check()
         other.languages = parse_languages(other.options.language)
+        other._check_languages()
         return other
+
+    def _check_languages(self) -> None:
+        supported = set(self.model.supported_languages)
+        bad = [c for c in self.languages if c not in supported]
+        if bad:
+            raise InputError(f"language {', '.join(bad)} is not one this Whisper model knows; "
+                             f"choose among {', '.join(sorted(supported))}")
 
     def close(self) -> None:
         model = getattr(self, "model", None)

@@ -24,9 +24,14 @@ HELP = {
     "detect_every": "run face detection every N frames and track the face box in between",
     "smoothing": "ema, mean or none",
     "alpha": "EMA weight of the newest estimate",
-    "asr": "speech recognition backend: pocketsphinx (English, offline) or whisper (needs --asr-model), or none",
-    "asr_model": "model folder for the ASR backend (whisper: the edge-build whisper export)",
-    "language": "spoken language for ASR (e.g. en, zh)",
+    "asr": "speech recognition: auto (whisper when a Whisper model is installed, else pocketsphinx), whisper "
+           "(faster-whisper), whisper-onnx (an edge-export-whisper folder, the TensorRT path), pocketsphinx (English), "
+           "or none",
+    "asr_model": "Whisper model: a CTranslate2 folder, package:NAME, a size name (base, small, large-v3-turbo) or Hub "
+                 "id (downloaded when online), or an edge-export-whisper folder; default: the profile's, else the "
+                 "installed package",
+    "language": "spoken language for ASR (en, zh, ...; en,zh detects among these); default: the profile's, else "
+                "detected per utterance",
     "text_window": "seconds a transcript stays relevant after its speech ended",
     "vad_threshold": "speech probability threshold of the voice activity detector",
     "threads": "ONNX Runtime threads per network (default: ONNX Runtime's choice)",
@@ -54,7 +59,7 @@ class RunConfig:
     detect_every: int = 4
     smoothing: str = "ema"
     alpha: float = 0.5
-    asr: str = "pocketsphinx"
+    asr: str = "auto"
     asr_model: str = ""
     language: str = ""
     text_window: float = 8.0
@@ -79,8 +84,10 @@ class RunConfig:
                 raise InputError(f"--{name.replace('_', '-')} must not be negative, got {getattr(self, name)}")
         if self.detect_every < 1:
             raise InputError(f"--detect-every must be at least 1, got {self.detect_every}")
-        if self.asr not in ("pocketsphinx", "whisper", "none"):
-            raise InputError(f"--asr {self.asr!r}: expected pocketsphinx, whisper or none")
+        from edge.asr.registry import BACKEND_NAMES
+
+        if self.asr not in BACKEND_NAMES:
+            raise InputError(f"--asr {self.asr!r}: expected one of {', '.join(BACKEND_NAMES)}")
 
     @property
     def source(self) -> str:
