@@ -75,6 +75,7 @@ def speech(tmp_path_factory):
 def test_collapse_repeats_cuts_a_looping_tail_to_one_copy():
     assert collapse_repeats([1, 2, 3, 7, 8, 7, 8, 7, 8, 7, 8]) == [1, 2, 3, 7, 8]
     assert collapse_repeats([5, 5, 5, 5]) == [5]
+    assert collapse_repeats([9, 1, 2, 3, 1, 2, 3, 1, 2]) == [9, 1, 2, 3]  # a loop cut off by the token cap
     assert collapse_repeats([1, 2, 1, 2]) == [1, 2, 1, 2]  # two copies are left alone ("help help")
     assert collapse_repeats([]) == []
 
@@ -101,7 +102,7 @@ def test_bad_options_fail_in_one_line_before_loading(tmp_path, cache):
         ({"backend": "whisper", "model": "no-such-size"}, "not a folder, a model package or a Whisper size name; "
                                                            "known names: .*base"),
         ({"backend": "whisper", "model": str(tmp_path / "empty")}, r"not a CTranslate2 Whisper model \(no model.bin "
-                                                                    "or config.json\)"),
+                                                                    r"or config.json\)"),
         ({"backend": "whisper", "model": str(tmp_path / "missing" / "model")}, "no such folder"),
         ({"backend": "whisper", "model": "package:nope"}, "unknown model package"),
         ({"backend": "whisper", "model": "base", "language": "xx"}, "--language xx: not a language Whisper knows"),

@@ -7,9 +7,10 @@ the decoding itself, on speech segments that the live loop's VAD already cut, so
 
 - one encoder pass per window, reused for language detection, decoding and word alignment;
 - the encoder window: ``window_s`` seconds of audio (Whisper's own is 30 s; the audio is padded with silence the
-  way Whisper pads it), grown in ``WINDOW_STEP_S`` steps to fit longer speech and never above 30 s.  A window of
-  10 s costs the CPU about a tenth of the 30 s one (the encoder is quadratic in its length);
-- greedy decoding (or ``beam_size``) with no conditioning on previous text, at most ``tokens_per_s`` tokens per
+  way Whisper pads it), grown in ``WINDOW_STEP_S`` steps to fit longer speech and never above 30 s.  The default,
+  10 s, costs the CPU about a fifth of the 30 s window for the same error rate on the validation half of
+  ``edge-bench asr``'s English sets; 6 s makes Whisper repeat itself (docs/asr.md has the figures);
+- beam search (``beam_size`` 5 for finals, greedy for partials) with no conditioning on previous text, at most ``tokens_per_s`` tokens per
   second of audio (plus ``TOKEN_SLACK``), optional repetition penalty / n-gram blocking; a decode that hits the cap
   or whose text compresses like a loop (gzip ratio > ``LOOP_COMPRESSION``) has its repeated tail cut to one copy;
 - Whisper's no-speech rule (no-speech probability > ``no_speech_threshold`` and mean log-probability below
@@ -49,8 +50,14 @@ HOP = 160
 WINDOW_STEP_S = 2.0
 #: Tokens allowed beyond ``tokens_per_s`` x duration (short utterances, punctuation).
 TOKEN_SLACK = 10
-#: Whisper's compression-ratio threshold for repetitive output.
+#: Whisper's compression-ratio threshold for repetitive output; a decode that hit the token cap or compresses more
+#: is cut after two copies of a repeating tail, any other after ``LOOP_COPIES`` ("no no no" stays).
 LOOP_COMPRESSION = 2.4
+LOOP_COPIES = 3.5
+#: Above this no-speech probability the text is dropped whatever its log-probability (Whisper writes "you" for
+#: digital silence with no-speech 0.90; on 78 real utterances of the val split -- RAVDESS, ESD, CREMA-D, the
+#: Mandarin sample -- the highest was 0.31).
+SURE_NO_SPEECH = 0.85
 MAX_TEXT_TOKENS = 224  # half of Whisper's 448-token context, as Whisper's own sample_len
 #: A prompt per language for ``prompt=None``: simplified characters steer Whisper to write simplified Chinese.
 DEFAULT_PROMPTS = {"zh": "以下是普通话的句子。"}
@@ -64,8 +71,8 @@ class WhisperOptions:
 
     language: str | None = None  # a code ("en", "zh"), None to detect per call; "en,zh" detects among these
     task: str = "transcribe"
-    beam_size: int = 1
-    window_s: float = FULL_WINDOW_S
+    beam_size: int = 5  # finals; partials decode greedily
+    window_s: float = 10.0
     tokens_per_s: float = 12.0
     partial_tokens_per_s: float = 8.0
     max_compute_ratio: float = 3.0
@@ -99,16 +106,16 @@ def parse_languages(language: str | Sequence[str] | None) -> tuple[str, ...]:
     return tuple(dict.fromkeys(c.strip().lower().strip("<|>") for c in items if c.strip()))
 
 
-def collapse_repeats(tokens: list[int], *, min_repeats: int = 3, max_period: int = 16) -> list[int]:
-    """``tokens`` with a tail that repeats one n-gram ``min_repeats`` times or more cut to a single copy."""
+def collapse_repeats(tokens: list[int], *, copies: float = 2.0, max_period: int = 64) -> list[int]:
+    """``tokens`` whose tail repeats one n-gram more than ``copies`` times cut to a single copy: with the default,
+    ``A B C A B C A B`` -> ``A B C`` (two copies and part of a third); two copies alone are left ("help help")."""
     n = len(tokens)
-    for period in range(1, max_period + 1):
-        repeats = 1
-        while n - (repeats + 1) * period >= 0 and \
-                tokens[n - (repeats + 1) * period:n - repeats * period] == tokens[n - period:]:
-            repeats += 1
-        if repeats >= min_repeats:
-            return tokens[:n - (repeats - 1) * period]
+    for period in range(1, min(max_period, n // 2) + 1):
+        k = 0  # tokens[n - k - period:] repeats with this period
+        while k < n - period and tokens[n - 1 - k] == tokens[n - 1 - k - period]:
+            k += 1
+        if (k + period) / period > copies:
+            return tokens[:n - k]
     return tokens
 
 
@@ -305,20 +312,21 @@ class FasterWhisperASR(SpeechRecognizer):
         rate = o.partial_tokens_per_s if partial else o.tokens_per_s
         cap = min(MAX_TEXT_TOKENS, int(math.ceil(rate * seconds)) + TOKEN_SLACK)
         result = self.model.model.generate(
-            encoded, [prompt], beam_size=o.beam_size, patience=1.0, length_penalty=1.0,
+            encoded, [prompt], beam_size=1 if partial else o.beam_size, patience=1.0, length_penalty=1.0,
             repetition_penalty=o.repetition_penalty, no_repeat_ngram_size=o.no_repeat_ngram_size,
             max_length=len(prompt) + cap, return_scores=True, return_no_speech_prob=True, suppress_blank=True,
             suppress_tokens=list(self._suppressed(tokenizer, [-1]) or []))[0]
         tokens = [t for t in result.sequences_ids[0] if t < tokenizer.eot]
         capped = len(tokens) >= cap
         avg_logprob = result.scores[0] * len(tokens) / (len(tokens) + 1) if result.scores else 0.0
-        if result.no_speech_prob > o.no_speech_threshold and avg_logprob < o.logprob_threshold:
+        if result.no_speech_prob > o.no_speech_threshold and (avg_logprob < o.logprob_threshold or
+                                                              result.no_speech_prob > SURE_NO_SPEECH):
             return _Window(language=language, silent=True)
-        if capped or compression_ratio(tokenizer.decode(tokens)) > LOOP_COMPRESSION:
-            kept = collapse_repeats(tokens)
-            if len(kept) < len(tokens):
-                log.debug("Whisper output looped: %d tokens cut to %d", len(tokens), len(kept))
-            tokens = kept
+        looping = capped or compression_ratio(tokenizer.decode(tokens)) > LOOP_COMPRESSION
+        kept = collapse_repeats(tokens, copies=2.0 if looping else LOOP_COPIES)
+        if len(kept) < len(tokens):
+            log.debug("Whisper output looped: %d tokens cut to %d", len(tokens), len(kept))
+        tokens = kept
         words: list[Word] = []
         if o.word_timestamps and not partial and tokens:
             frames = min(chunk.size, encoded.shape[1] * 2 * HOP) // HOP

@@ -116,7 +116,9 @@ def _add_pipeline(sub: Any) -> None:
     p.add_argument("--detect-every", type=_ints, default=(1, 4),
                    help="face-detection intervals; 1 is the naive baseline (default: 1,4)")
     p.add_argument("--repeats", type=int, default=1, help="runs per configuration (default: 1)")
-    p.add_argument("--asr", default="pocketsphinx", help="pocketsphinx, whisper or none (default: pocketsphinx)")
+    p.add_argument("--asr", default="pocketsphinx",
+                   help="speech recognizers, comma-separated, each run in turn: auto, whisper, whisper-onnx, "
+                        "pocketsphinx or none (default: pocketsphinx, the naive baseline)")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime threads per network (default: its own)")
     p.add_argument("--json", default="bench-pipeline.json", help="JSON output (default: bench-pipeline.json)")
     p.add_argument("--markdown", default=None, help="also write the markdown table here")
