@@ -142,7 +142,18 @@ def run_once(engines: Any, clip: Path, *, profile: str, speed: str, detect_every
             "speech_segments": s["speech_segments"], "transcripts": len(s["transcripts"]),
             "partial_transcripts": s.get("partial_transcripts", 0),
             "partials_skipped": getattr(recognizer.asr, "partials_skipped", 0) if recognizer.asr else 0,
+            "transcript_latency_s": _latency(recognizer.asr),
             "transcript_texts": list(s["transcripts"])}
+
+
+def _latency(asr_stage: Any) -> dict[str, float | None]:
+    """End of speech -> final transcript, p50 / p95 seconds (realtime runs; None at max speed)."""
+    import numpy as np
+
+    values = list(getattr(asr_stage, "final_latency_s", []) or [])
+    if not values:
+        return {"p50": None, "p95": None}
+    return {"p50": round(float(np.percentile(values, 50)), 3), "p95": round(float(np.percentile(values, 95)), 3)}
 
 
 # -- the benchmark ----------------------------------------------------------------------------------------------------
@@ -321,8 +332,8 @@ def to_markdown(result: dict[str, Any]) -> str:
     stage_cols = " / ".join(STAGES.values())
     lines = [caption, "",
              f"| build | ASR | speed | detect_every | RTF | e2e p50/p95/p99 ms | {stage_cols} s per media s | CPU % "
-             "| peak MB | dropped | audio lost s | estimates | faces/frames | note |",
-             "|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|"]
+             "| peak MB | dropped | audio lost s | estimates | faces/frames | transcript s p50/p95 | note |",
+             "|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|---|"]
     for r in result.get("rows", []):
         ok = r.get("status") == "ok"
         if ok and r["speed"] == "realtime":
@@ -339,10 +350,12 @@ def to_markdown(result: dict[str, Any]) -> str:
             _f(r["cpu_fraction"] * 100 if ok else None, ".0f"), _f(r.get("peak_rss_mb") if ok else None, ".0f"),
             _f(r.get("dropped_frames") if ok else None, "d"), _f(r.get("audio_overflow_s") if ok else None, ".2f"),
             _f(r.get("estimates") if ok else None, "d"),
-            f"{r['frames_with_face']}/{r['frames']}" if ok else "-", note[:160]]) + " |")
+            f"{r['frames_with_face']}/{r['frames']}" if ok else "-",
+            "/".join(_f((r.get("transcript_latency_s") or {}).get(k), ".2f") for k in ("p50", "p95")) if ok else "-",
+            note[:160]]) + " |")
     for f in result.get("failures", []):
         if "speed" not in f:
-            lines.append(f"| {f['build']} | - | - | - | - | - | - | - | - | - | - | - | - | FAILED: "
+            lines.append(f"| {f['build']} | - | - | - | - | - | - | - | - | - | - | - | - | - | FAILED: "
                          f"{f['error'].replace('|', '/')[:160]} |")
     if result.get("comparisons"):
         lines += ["", "| build | speed | detect_every (naive 1 ->) | RTF naive -> opt | ratio | vision ratio "

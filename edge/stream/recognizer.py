@@ -84,7 +84,9 @@ class Recognizer:
         self.vision = VisionStage(self.video_q, self.extractors, self.frame_ring, detect_every=c.detect_every)
         self.audio = AudioStage(self.audio_q, self.audio_ring, segmenter, self.asr_q if asr is not None else None,
                                 partial_s=c.partial_s)
-        self.asr = ASRStage(self.asr_q, asr, skip_stale_partials=c.speed != "max") if asr is not None else None
+        live = c.speed != "max"
+        self.asr = (ASRStage(self.asr_q, asr, skip_stale_partials=live, clock=self.clock.now if live else None)
+                    if asr is not None else None)
         self.smoother = Smoother(c.smoothing, alpha=c.alpha)
         from edge.stream.fusion import Fusion
 

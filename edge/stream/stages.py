@@ -247,13 +247,17 @@ class ASRStage(Stage):
     Finals go through ``asr.transcribe``, partials through ``asr.partial`` (a backend may make those cheaper).  With
     ``skip_stale_partials`` (live runs), a partial is dropped when more speech already waits in the queue: the ASR
     is behind, and the newer item makes it stale (``partials_skipped`` counts them).  Replays at ``--speed max``
-    keep every partial, so their results do not depend on thread timing.
+    keep every partial, so their results do not depend on thread timing.  With a capture ``clock`` (live runs),
+    ``final_latency_s`` records, per final transcript, the seconds from the end of its speech to the transcript.
     """
 
     name = "asr"
 
-    def __init__(self, inbox: "queue.Queue", asr: Any, *, skip_stale_partials: bool = False) -> None:
+    def __init__(self, inbox: "queue.Queue", asr: Any, *, skip_stale_partials: bool = False,
+                 clock: Callable[[], float] | None = None) -> None:
         super().__init__(inbox)
+        self.clock = clock
+        self.final_latency_s: list[float] = []
         self.asr = asr
         self.skip_stale_partials = skip_stale_partials
         self.transcripts: list[TranscriptSpan] = []
@@ -273,6 +277,9 @@ class ASRStage(Stage):
             self.transcripts.append(TranscriptSpan(item.start, item.end, text, item.final, time.perf_counter() - started,
                                                item.known_at))
             del self.transcripts[:-64]
+            if item.final and self.clock is not None:
+                self.final_latency_s.append(self.clock() - item.end)
+                del self.final_latency_s[:-10_000]
         self.watermark = item.end
 
     def recent(self, t_end: float, seconds: float) -> list[TranscriptSpan]:
