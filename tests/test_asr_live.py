@@ -120,3 +120,24 @@ def test_edge_run_on_a_ravdess_clip_prints_the_sentence(tiny_build, shared_data,
     said = " ".join(normalize_english(lines[-1]["transcript"]))
     assert " ".join(normalize_english(SENTENCE)) in said and wer(SENTENCE, said) <= 1 / 6, said
     assert "speech recognition: <FasterWhisperASR" in caplog.text
+
+
+def test_edge_run_refuses_a_bad_asr_model_in_one_line_before_loading(tmp_path, capsys, monkeypatch):
+    from edge.cli import run as run_cli
+    from edge.runtime import engines
+
+    def no_loading(*args, **kwargs):  # the networks must not be opened for a run that cannot work
+        raise AssertionError("engines were opened before the ASR options were checked")
+
+    monkeypatch.setattr(engines, "open_engines", no_loading)
+    clip = tmp_path / "clip.wav"
+    clip.write_bytes(b"RIFF")  # exists; never decoded
+    (tmp_path / "not-a-model").mkdir()
+    from edge.asr.registry import faster_whisper_installed
+
+    not_a_model = "not a CTranslate2 Whisper model" if faster_whisper_installed() else "needs faster-whisper"
+    for args, message in ((["--asr-model", str(tmp_path / "not-a-model")], not_a_model),
+                          (["--asr", "pocketsphinx", "--language", "zh"], "pocketsphinx recognises English only")):
+        rc = run_cli.main(["--audio", str(clip), "--engines", str(tmp_path), "--no-view", "-q", *args])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and message in err[0], err

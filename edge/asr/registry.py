@@ -39,6 +39,11 @@ def _pocketsphinx(**options: Any) -> SpeechRecognizer:
 
 
 def _whisper(**options: Any) -> SpeechRecognizer:
+    """faster-whisper; an ONNX export given as ``model_dir`` (the ONNX backend's option) goes to that backend."""
+    if "model_dir" in options:
+        if (Path(options["model_dir"]).expanduser() / "whisper.json").is_file():
+            return _whisper_onnx(**options)
+        options["model"] = str(options.pop("model_dir"))
     from edge.asr.whisper_ct2 import FasterWhisperASR
 
     return FasterWhisperASR(**options)
