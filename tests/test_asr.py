@@ -18,18 +18,12 @@ from edge.asr import ASR_BACKENDS, SpeechRecognizer, Transcript, open_asr
 from edge.asr.scoring import normalize_english as normalize_text
 from edge.asr.scoring import wer
 from edge.asr.sphinx import PocketSphinxASR
+from edge.bench.asr_data import ESPEAK_SENTENCES
 
 SR = 16_000
 #: Sentences spoken by espeak-ng for the WER test.  The voice and rate were chosen by a sweep (voices en, en-us,
 #: en-us+m1/m2/m3/m7/f1/f2/f4, en+f2/f3, en-gb-x-rp at 100-190 wpm): en-us+f2 at 175 wpm suits pocketsphinx best.
-SENTENCES = (
-    "the quick brown fox jumps over the lazy dog",
-    "i would like a cup of coffee please",
-    "please call me back tomorrow morning",
-    "what time is it now",
-    "thank you very much",
-    "good morning how are you today",
-)
+SENTENCES = ESPEAK_SENTENCES
 VOICE, RATE = "en-us+f2", 175
 #: Corpus WER measured 0.29-0.32 (11-12 errors in 38 words; pocketsphinx 5.1.1's output varies slightly from one
 #: process to the next) with espeak-ng 1.51; the bound leaves room for other espeak-ng builds.  A broken audio path

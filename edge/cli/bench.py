@@ -166,6 +166,11 @@ def _asr(args: argparse.Namespace) -> int:
     systems = [s for group in args.systems for s in _systems(group)]
     result = bench_asr(systems, sets=args.sets, split=args.split, limit=args.limit, whole=args.segments == "whole",
                        threads=args.threads, progress=not args.no_progress, on_update=save)
+    return _report(args, result, save, to_markdown)
+
+
+def _report(args: argparse.Namespace, result: dict[str, Any], save: Any, to_markdown: Any) -> int:
+    """Save the final result, write / print its markdown table, and print where everything went."""
     save(result)
     table = to_markdown(result)
     if args.markdown:
@@ -267,14 +272,7 @@ def _pipeline(args: argparse.Namespace) -> int:
         result = bench_pipeline(clip, _pipeline_builds(args), speeds=args.speeds, repeats=args.repeats,
                                 threads=args.threads, detect_every=args.detect_every, asr=args.asr, loop=args.loop,
                                 fp32=args.fp32, progress=not args.no_progress, on_update=save)
-    save(result)
-    table = to_markdown(result)
-    if args.markdown:
-        _write(args.markdown, table)
-    print(table, end="")
-    print(json.dumps({"json": str(args.json), "markdown": args.markdown, "rows": len(result["rows"]),
-                      "failed": len(result["failures"])}))
-    return 0
+    return _report(args, result, save, to_markdown)
 
 
 def main(argv: list[str] | None = None) -> int:
