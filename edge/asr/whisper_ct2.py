@@ -159,7 +159,7 @@ class FasterWhisperASR(SpeechRecognizer):
 
     ``model``: what :func:`edge.asr.whisper_models.resolve_model` takes ("" = the packaged model); ``device``:
     "auto", "cpu" or "cuda"; ``compute_type``: "auto" (int8 on CPUs, float16 on CUDA) or a CTranslate2 type;
-    ``threads``: CPU threads (0 = CTranslate2's default); ``workers``: calls run at once; further keyword options
+    ``threads``: CPU threads (0 = the usable cores, at most 4); ``workers``: calls run at once; further keyword options
     are :class:`WhisperOptions` fields.
     """
 
@@ -187,9 +187,11 @@ class FasterWhisperASR(SpeechRecognizer):
             self.model = fw.WhisperModel(str(self.source.path or self.source.hub), device=device,
                                          compute_type=self.compute_type, cpu_threads=int(threads or default_threads()),
                                          num_workers=max(1, int(workers)))
-        except (OSError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # noqa: BLE001 - the Hub client raises many kinds; each becomes one line
             if self.source.hub is not None and not isinstance(exc, RuntimeError):
                 raise download_error(self.source, exc) from None
+            if not isinstance(exc, (OSError, ValueError, RuntimeError)):
+                raise
             raise BackendUnavailable(f"faster-whisper could not load the Whisper model {self.source.label} "
                                      f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
                                      "check the folder, or reinstall it") from None
@@ -335,7 +337,20 @@ class FasterWhisperASR(SpeechRecognizer):
                 if text and any(ch.isalnum() for ch in text):
                     start = min(float(w["start"]), seconds)
                     words.append(Word(text, start, max(start, min(float(w["end"]), seconds))))
+            words = _trim_first_word(words)
         return _Window(tokens, language, words, capped)
+
+
+def _trim_first_word(words: list[Word]) -> list[Word]:
+    """The alignment lets the first word absorb the silence before it (it often starts at 0): cap its length at
+    twice the median word length (at most 1.4 s), moving its start."""
+    if len(words) < 2:
+        return words
+    longest = 2.0 * min(0.7, float(np.median([w.end - w.start for w in words])))
+    first = words[0]
+    if first.end - first.start > longest:
+        words[0] = Word(first.text, first.end - longest, first.end)
+    return words
 
 
 __all__ = ["DEFAULT_PROMPTS", "FULL_WINDOW_S", "FasterWhisperASR", "WhisperOptions", "collapse_repeats",
