@@ -20,6 +20,9 @@ _HINTS = {
     "pycuda": ("pycuda", "trt"),
     "cv2": ("opencv-python-headless", "cpu"),
     "sounddevice": ("sounddevice", "cpu"),
+    "faster_whisper": ("faster-whisper", "whisper"),
+    "ctranslate2": ("ctranslate2", "whisper"),
+    "opencc": ("opencc", "zh-scoring"),
 }
 
 

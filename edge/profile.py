@@ -85,6 +85,18 @@ class StreamProfile:
 
 
 @dataclass(frozen=True)
+class ASRProfile:
+    """Speech recognition for the profile's language (``edge-run --asr / --asr-model / --language`` override it):
+    ``backend`` (edge.asr.BACKEND_NAMES; "auto": Whisper when a model is installed, else pocketsphinx), ``model``
+    (a Whisper model: folder, package:NAME, size name or Hub id; "" = the installed package), ``language`` ("" =
+    detected per utterance)."""
+
+    backend: str = "auto"
+    model: str = ""
+    language: str = ""
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     description: str
@@ -104,6 +116,8 @@ class Profile:
     #: Language of the speech and text the profile was trained for ("en", "zh", ...; a Whisper language code), which
     #: speech recognition is asked to transcribe; empty: not stated (the ASR backend's own default).
     language: str = ""
+    #: Speech recognition ([asr]); not part of the hash when left at its defaults, so older builds stay valid.
+    asr: ASRProfile = ASRProfile()
     source: str = ""  # file it was read from (not part of the hash)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +129,7 @@ class Profile:
             **({"prequantized": self.prequantized} if self.prequantized else {}),
             **({"shipped": self.shipped} if self.shipped else {}),
             **({"language": self.language} if self.language else {}),
+            **({"asr": dataclasses.asdict(self.asr)} if self.asr != ASRProfile() else {}),
         }
 
 
@@ -150,7 +165,7 @@ def _section(cls, data: Any, name: str, source: str):
 
 def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
     known = {"name", "description", "classes", "text", "audio", "vision", "lfmim", "stream", "prequantized", "shipped",
-             "language"}
+             "language", "asr"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"{source}: unknown top-level key(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -160,6 +175,11 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
     audio = _section(AudioProfile, data.get("audio"), "audio", source)
     vision = _section(VisionProfile, data.get("vision"), "vision", source)
     stream = _section(StreamProfile, data.get("stream"), "stream", source)
+    asr = _section(ASRProfile, data.get("asr"), "asr", source)
+    from edge.asr.registry import BACKEND_NAMES
+
+    if asr.backend not in BACKEND_NAMES:
+        raise ConfigError(f"{source}: [asr] backend must be one of {', '.join(BACKEND_NAMES)}, got {asr.backend!r}")
     classes = tuple(data.get("classes") or LFMIMConfig().classes)
     lfmim = dict(data.get("lfmim") or {})
     checkpoint = str(lfmim.pop("checkpoint", ""))
@@ -190,7 +210,7 @@ def parse_profile(data: Mapping[str, Any], *, source: str) -> Profile:
                           f"got {audio.block_s}")
     return Profile(name=data["name"], description=str(data.get("description", "")), classes=classes, text=text,
                    audio=audio, vision=vision, lfmim=config, checkpoint=checkpoint, stream=stream, prequantized=prequantized,
-                   shipped=shipped, language=language, source=source)
+                   shipped=shipped, language=language, asr=asr, source=source)
 
 
 def load_profile(name_or_path: str | Path) -> Profile:

@@ -87,9 +87,9 @@ def test_naive_and_optimised_are_compared(result):
 def test_markdown_has_a_header_and_a_line_per_run(result):
     text = to_markdown(result)
     rows = _table_rows(text)
-    assert rows[0].startswith("| build | speed | detect_every | RTF | e2e p50/p95/p99 ms | vision / audio enc / VAD")
+    assert rows[0].startswith("| build | ASR | speed | detect_every | RTF | e2e p50/p95/p99 ms | vision / audio enc / VAD")
     assert set(rows[1]) <= set("|-: ") and len(rows) == 2 + len(result["rows"])
-    assert "| tiny | max | 2 |" in text and "RTF naive -> opt" in text
+    assert "| tiny | pocketsphinx | max | 2 |" in text and "RTF naive -> opt" in text
     json.dumps(result)
 
 
@@ -113,8 +113,8 @@ def test_cli_realtime_writes_json_and_markdown_and_records_a_broken_build(build_
     assert [f["build"] for f in data["failures"]] == ["bad"]
     assert "changed since the build" in data["failures"][0]["error"]
     md = out_md.read_text()
-    assert "| tiny | realtime | 1 |" in md and "| bad | - |" in md and "FAILED" in md
-    assert "| tiny | realtime | 1 |" in printed and json.loads(printed.strip().splitlines()[-1])["failed"] == 1
+    assert "| tiny | none | realtime | 1 |" in md and "| bad | - |" in md and "FAILED" in md
+    assert "| tiny | none | realtime | 1 |" in printed and json.loads(printed.strip().splitlines()[-1])["failed"] == 1
 
 
 @pytest.mark.parametrize("what", ["clip", "build"])

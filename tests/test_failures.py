@@ -154,10 +154,10 @@ def test_a_camera_that_dies_is_reported_and_vision_becomes_unavailable(tiny_buil
 
 def test_every_option_is_checked_at_once_before_anything_starts():
     with pytest.raises(OptionsError) as caught:
-        RunConfig(smoothing="bogus", alpha=0.0, vad_threshold=1.5, asr="whisper", restart=-1, detect_every=0)
+        RunConfig(smoothing="bogus", alpha=0.0, vad_threshold=1.5, asr="whisper-onnx", restart=-1, detect_every=0)
     mistakes = caught.value.mistakes
     assert len(mistakes) == 6
-    for word in ("--smoothing 'bogus'", "--alpha", "--vad-threshold", "--asr whisper needs --asr-model",
+    for word in ("--smoothing 'bogus'", "--alpha", "--vad-threshold", "--asr whisper-onnx needs --asr-model",
                  "--restart", "--detect-every"):
         assert any(word in m for m in mistakes), (word, mistakes)
 
@@ -165,11 +165,11 @@ def test_every_option_is_checked_at_once_before_anything_starts():
 def test_edge_run_prints_one_line_per_mistake_and_loads_nothing(capsys):
     from edge.cli import run as run_cli
 
-    assert run_cli.main(["--smoothing", "bogus", "--asr", "whisper", "--profile", "no-such-profile"]) == 2
+    assert run_cli.main(["--smoothing", "bogus", "--asr", "whisper-onnx", "--profile", "no-such-profile"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["edge-run: error: --smoothing 'bogus': expected one of ema, mean, none",
-                   "edge-run: error: --asr whisper needs --asr-model DIR (a Whisper export: edge-export-whisper "
-                   "MODEL DIR)"]
+                   "edge-run: error: --asr whisper-onnx needs --asr-model DIR (a Whisper export: "
+                   "edge-export-whisper MODEL DIR)"]
 
 
 def test_failure_records_are_json_ready():

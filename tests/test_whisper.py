@@ -22,7 +22,7 @@ pytest.importorskip("onnxruntime")
 tokenizers = pytest.importorskip("tokenizers")
 
 from edge.errors import CheckpointError, InputError  # noqa: E402
-from edge.stream.asr import SpeechRecognizer, Transcript, open_asr  # noqa: E402
+from edge.asr import SpeechRecognizer, Transcript, open_asr  # noqa: E402
 from edge.stream.whisper import SAMPLE_RATE, WhisperASR, log_mel_spectrogram  # noqa: E402
 
 SENTENCES = ["the quick brown fox jumps over the lazy dog", "kids are talking by the door",
@@ -183,7 +183,7 @@ def _noise(seconds: float, seed: int = 0) -> np.ndarray:
 def test_greedy_tokens_equal_transformers_generate(tiny, speech, language, source):
     samples = speech if source == "speech" else _noise(1.0)
     expected = _hf_generate(tiny, samples, language)
-    with open_asr("whisper", model_dir=tiny["onnx"], language=language, max_new_tokens=MAX_NEW) as asr:
+    with open_asr("whisper-onnx", model_dir=tiny["onnx"], language=language, max_new_tokens=MAX_NEW) as asr:
         got = asr.transcribe(samples)
     assert isinstance(asr, SpeechRecognizer) and isinstance(got, Transcript)
     assert got.duration == pytest.approx(samples.size / SAMPLE_RATE)
@@ -271,13 +271,13 @@ def test_bad_options_are_input_errors(tiny):
 def test_cli_export_then_the_live_loop_backend(tiny, speech, tmp_path, capsys):
     """edge-export-whisper writes what `edge-run --asr whisper --asr-model DIR` opens; the tokens are the same."""
     from edge.cli import whisper_export
-    from edge.stream.asr import open_asr
+    from edge.asr import open_asr
 
     out = tmp_path / "cli"
     assert whisper_export.main([str(tiny["hf"]), str(out), "-q"]) == 0
     assert "encoder.onnx" in capsys.readouterr().out
-    via_cli = open_asr("whisper", model_dir=str(out), language="en").transcribe(speech)
-    direct = open_asr("whisper", model_dir=str(tiny["onnx"]), language="en").transcribe(speech)
+    via_cli = open_asr("whisper", model_dir=str(out), language="en").transcribe(speech)  # routed to whisper-onnx
+    direct = open_asr("whisper-onnx", model_dir=str(tiny["onnx"]), language="en").transcribe(speech)
     assert list(via_cli.tokens) == list(direct.tokens)
     assert whisper_export.main([str(tmp_path / "missing"), str(tmp_path / "x")]) == 2
     assert "missing" in capsys.readouterr().err

@@ -139,7 +139,21 @@ def run_once(engines: Any, clip: Path, *, profile: str, speed: str, detect_every
             "dropped_frames": s["dropped_frames"], "audio_overflow_s": s["audio_overflow_s"],
             "estimates": s["estimates"], "fusion_rate_hz": recognizer.rate,
             "estimates_per_s": round(s["estimates"] / max(s["media_seconds"], 1e-9), 3), "frames": s["frames"], "frames_with_face": s["frames_with_face"],
-            "speech_segments": s["speech_segments"], "transcripts": len(s["transcripts"])}
+            "speech_segments": s["speech_segments"], "transcripts": len(s["transcripts"]),
+            "partial_transcripts": s.get("partial_transcripts", 0),
+            "partials_skipped": getattr(recognizer.asr, "partials_skipped", 0) if recognizer.asr else 0,
+            "transcript_latency_s": _latency(recognizer.asr),
+            "transcript_texts": list(s["transcripts"])}
+
+
+def _latency(asr_stage: Any) -> dict[str, float | None]:
+    """End of speech -> final transcript, p50 / p95 seconds (realtime runs; None at max speed)."""
+    import numpy as np
+
+    values = list(getattr(asr_stage, "final_latency_s", []) or [])
+    if not values:
+        return {"p50": None, "p95": None}
+    return {"p50": round(float(np.percentile(values, 50)), 3), "p95": round(float(np.percentile(values, 95)), 3)}
 
 
 # -- the benchmark ----------------------------------------------------------------------------------------------------
@@ -194,7 +208,7 @@ def compare(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for r in rows:
         if r["status"] == "ok":
-            groups.setdefault((r["build"], r["speed"], r["detect_every"]), []).append(r)
+            groups.setdefault((r["build"], r.get("asr", ""), r["speed"], r["detect_every"]), []).append(r)
 
     def med(key: tuple, get: Callable[[dict[str, Any]], Any]) -> float | None:
         values = [v for v in map(get, groups.get(key, [])) if v is not None]
@@ -204,15 +218,15 @@ def compare(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         return round(a / b, 3) if a is not None and b else None
 
     out = []
-    for build, speed, d in sorted(k for k in groups if k[2] != 1):
-        naive = (build, speed, 1)
+    for build, asr, speed, d in sorted(k for k in groups if k[3] != 1):
+        naive = (build, asr, speed, 1)
         if naive not in groups:
             continue
         p95 = (lambda r: r["end_to_end_ms"]["p95"]) if speed == "realtime" else (lambda r: r["tick_ms"]["p95"])
         pairs = {"rtf": lambda r: r["rtf"], "vision": lambda r: r["stages"]["vision"], "p95_ms": p95}
-        entry = {"build": build, "speed": speed, "naive_detect_every": 1, "detect_every": d}
+        entry = {"build": build, "asr": asr, "speed": speed, "naive_detect_every": 1, "detect_every": d}
         for name, get in pairs.items():
-            entry[f"naive_{name}"], entry[name] = med(naive, get), med((build, speed, d), get)
+            entry[f"naive_{name}"], entry[name] = med(naive, get), med((build, asr, speed, d), get)
             entry[f"{name}_ratio"] = ratio(entry[f"naive_{name}"], entry[name])
         out.append(entry)
     return out
@@ -232,7 +246,11 @@ def bench_pipeline(clip: str | Path, builds: Sequence[Build], *, speeds: Sequenc
     _check(clip, builds, speeds, detect_every, repeats, threads, loop)
     from edge.stream.config import RunConfig
 
-    RunConfig(asr=asr)  # an unknown ASR backend is a clear error before anything runs
+    asrs = [a.strip() for a in asr.split(",") if a.strip()] if isinstance(asr, str) else list(asr)
+    if not asrs:
+        raise InputError("--asr: name at least one speech recognizer (e.g. pocketsphinx,whisper) or none")
+    for name in asrs:
+        RunConfig(asr=name)  # an unknown ASR backend is a clear error before anything runs
     tqdm = lazy_import("tqdm").tqdm
     with tempfile.TemporaryDirectory(prefix="edge-bench-pipeline-") as tmp:
         media = loop_clip(clip, loop, tmp)
@@ -246,13 +264,14 @@ def bench_pipeline(clip: str | Path, builds: Sequence[Build], *, speeds: Sequenc
         result: dict[str, Any] = {
             "format": FORMAT, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "machine": machine_info(),
             "settings": {"clip": str(clip), "loop": loop, "media_duration_s": duration, "speeds": list(speeds),
-                         "detect_every": list(detect_every), "repeats": repeats, "threads": threads, "asr": asr},
+                         "detect_every": list(detect_every), "repeats": repeats, "threads": threads,
+                         "asr": ",".join(asrs)},
             "builds": [], "rows": [], "comparisons": [], "failures": []}
-        total = len(plan) * len(speeds) * len(detect_every) * repeats
+        total = len(plan) * len(speeds) * len(detect_every) * repeats * len(asrs)
         with tqdm(total=total, desc="pipeline", unit="run", disable=not progress) as bar:
             for label, directory, profile in plan:
                 _bench_build(result, label, directory, profile, media, duration, bar, on_update,
-                             speeds=speeds, detect_every=detect_every, repeats=repeats, threads=threads, asr=asr)
+                             speeds=speeds, detect_every=detect_every, repeats=repeats, threads=threads, asrs=asrs)
     load = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     result["machine"]["load_average_end"] = load
     return result
@@ -261,9 +280,9 @@ def bench_pipeline(clip: str | Path, builds: Sequence[Build], *, speeds: Sequenc
 def _bench_build(result: dict[str, Any], label: str, directory: Path, profile: str | None, media: Path,
                  duration: float | None, bar: Any, on_update: Callable[[dict[str, Any]], None] | None, *,
                  speeds: Sequence[str], detect_every: Sequence[int], repeats: int, threads: int | None,
-                 asr: str) -> None:
+                 asrs: Sequence[str]) -> None:
     """Every run of one build into ``result``; a build that does not open, or a run that fails, is recorded."""
-    configs = [(s, d, k) for s in speeds for d in detect_every for k in range(repeats)]
+    configs = [(a, s, d, k) for a in asrs for s in speeds for d in detect_every for k in range(repeats)]
     try:
         engines, info = _open_build(label, directory, profile, threads)
     except Exception as exc:  # noqa: BLE001 - record it; other builds still run
@@ -275,9 +294,10 @@ def _bench_build(result: dict[str, Any], label: str, directory: Path, profile: s
         return
     result["builds"].append(info)
     try:
-        for speed, d, k in configs:
-            bar.set_postfix_str(f"{label} {speed} detect/{d}")
-            base = {"build": label, "precision": info["precision"], "speed": speed, "detect_every": d, "repeat": k}
+        for asr, speed, d, k in configs:
+            bar.set_postfix_str(f"{label} {asr} {speed} detect/{d}")
+            base = {"build": label, "precision": info["precision"], "asr": asr, "speed": speed, "detect_every": d,
+                    "repeat": k}
             timeout = (duration or 60.0) * REALTIME_SLACK + 30.0 if speed == "realtime" else MAX_RUN_S
             try:
                 row = {**base, **run_once(engines, media, profile=info["profile_source"], speed=speed,
@@ -311,9 +331,9 @@ def to_markdown(result: dict[str, Any]) -> str:
                "and fusion ticks skipped when late cost nothing, so max runs give the full cost.")
     stage_cols = " / ".join(STAGES.values())
     lines = [caption, "",
-             f"| build | speed | detect_every | RTF | e2e p50/p95/p99 ms | {stage_cols} s per media s | CPU % "
-             "| peak MB | dropped | audio lost s | estimates | faces/frames | note |",
-             "|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|"]
+             f"| build | ASR | speed | detect_every | RTF | e2e p50/p95/p99 ms | {stage_cols} s per media s | CPU % "
+             "| peak MB | dropped | audio lost s | estimates | faces/frames | transcript s p50/p95 | note |",
+             "|---|---|---|---:|---:|---|---|---:|---:|---:|---:|---:|---|---|---|"]
     for r in result.get("rows", []):
         ok = r.get("status") == "ok"
         if ok and r["speed"] == "realtime":
@@ -326,20 +346,22 @@ def to_markdown(result: dict[str, Any]) -> str:
         stages = " / ".join(_f(r["stages"].get(k), ".3f") for k in STAGES) if ok else "-"
         note = ("FAILED: " + r.get("note", "") if not ok else r.get("note", "")).replace("|", "/").replace("\n", " ")
         lines.append("| " + " | ".join([
-            str(r["build"]), r["speed"], str(r["detect_every"]), _f(r.get("rtf") if ok else None, ".3f"), e2e, stages,
+            str(r["build"]), str(r.get("asr", "")), r["speed"], str(r["detect_every"]), _f(r.get("rtf") if ok else None, ".3f"), e2e, stages,
             _f(r["cpu_fraction"] * 100 if ok else None, ".0f"), _f(r.get("peak_rss_mb") if ok else None, ".0f"),
             _f(r.get("dropped_frames") if ok else None, "d"), _f(r.get("audio_overflow_s") if ok else None, ".2f"),
             _f(r.get("estimates") if ok else None, "d"),
-            f"{r['frames_with_face']}/{r['frames']}" if ok else "-", note[:160]]) + " |")
+            f"{r['frames_with_face']}/{r['frames']}" if ok else "-",
+            "/".join(_f((r.get("transcript_latency_s") or {}).get(k), ".2f") for k in ("p50", "p95")) if ok else "-",
+            note[:160]]) + " |")
     for f in result.get("failures", []):
         if "speed" not in f:
-            lines.append(f"| {f['build']} | - | - | - | - | - | - | - | - | - | - | - | FAILED: "
+            lines.append(f"| {f['build']} | - | - | - | - | - | - | - | - | - | - | - | - | - | FAILED: "
                          f"{f['error'].replace('|', '/')[:160]} |")
     if result.get("comparisons"):
         lines += ["", "| build | speed | detect_every (naive 1 ->) | RTF naive -> opt | ratio | vision ratio "
                       "| p95 ms naive -> opt |", "|---|---|---:|---|---:|---:|---|"]
         for c in result["comparisons"]:
-            lines.append(f"| {c['build']} | {c['speed']} | {c['detect_every']} | {_f(c['naive_rtf'], '.3f')} -> "
+            lines.append(f"| {c['build']}{' (' + c['asr'] + ')' if c.get('asr') else ''} | {c['speed']} | {c['detect_every']} | {_f(c['naive_rtf'], '.3f')} -> "
                          f"{_f(c['rtf'], '.3f')} | {_f(c['rtf_ratio'], '.2f')}x | {_f(c['vision_ratio'], '.2f')}x | "
                          f"{_f(c['naive_p95_ms'], '.0f')} -> {_f(c['p95_ms'], '.0f')} |")
     return "\n".join(lines) + "\n"

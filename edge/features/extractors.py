@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from edge._lazy import lazy_import
 from edge.errors import InputError
 from edge.runtime.engines import EngineSet
+
+if TYPE_CHECKING:
+    from edge.confidence import Calibration
 
 log = logging.getLogger("edge")
 

@@ -11,7 +11,6 @@ from edge.errors import InputError
 from edge.stream.estimate import Smoother
 
 SMOOTHINGS = Smoother.KINDS
-ASR_CHOICES = ("pocketsphinx", "whisper", "none")
 
 
 class OptionsError(InputError):
@@ -39,9 +38,14 @@ HELP = {
     "detect_every": "run face detection every N frames and track the face box in between",
     "smoothing": "ema, mean or none",
     "alpha": "EMA weight of the newest estimate",
-    "asr": "speech recognition backend: pocketsphinx (English, offline) or whisper (needs --asr-model), or none",
-    "asr_model": "model folder for the ASR backend (whisper: the edge-build whisper export)",
-    "language": "spoken language for ASR (e.g. en, zh)",
+    "asr": "speech recognition: auto (whisper when a Whisper model is installed, else pocketsphinx), whisper "
+           "(faster-whisper), whisper-onnx (an edge-export-whisper folder, the TensorRT path), pocketsphinx (English), "
+           "or none",
+    "asr_model": "Whisper model: a CTranslate2 folder, package:NAME, a size name (base, small, large-v3-turbo) or Hub "
+                 "id (downloaded when online), or an edge-export-whisper folder; default: the profile's, else the "
+                 "installed package",
+    "language": "spoken language for ASR (en, zh, ...; en,zh detects among these); default: the profile's, else "
+                "detected per utterance",
     "text_window": "seconds a transcript stays relevant after its speech ended",
     "vad_threshold": "speech probability threshold of the voice activity detector",
     "threads": "ONNX Runtime threads per network (default: ONNX Runtime's choice)",
@@ -71,7 +75,7 @@ class RunConfig:
     detect_every: int = 4
     smoothing: str = "ema"
     alpha: float = 0.5
-    asr: str = "pocketsphinx"
+    asr: str = "auto"
     asr_model: str = ""
     language: str = ""
     text_window: float = 8.0
@@ -113,14 +117,17 @@ class RunConfig:
             out.append(f"--alpha {self.alpha!r}: the EMA weight must lie in (0, 1]")
         if not isinstance(self.vad_threshold, (int, float)) or not (0.0 < self.vad_threshold < 1.0):
             out.append(f"--vad-threshold {self.vad_threshold!r}: a speech probability in (0, 1)")
-        if self.asr not in ASR_CHOICES:
-            out.append(f"--asr {self.asr!r}: expected one of {', '.join(ASR_CHOICES)}")
-        elif self.asr == "whisper" and not self.asr_model:
-            out.append("--asr whisper needs --asr-model DIR (a Whisper export: edge-export-whisper MODEL DIR)")
+        from edge.asr.registry import BACKEND_NAMES
+
+        if self.asr not in BACKEND_NAMES:
+            out.append(f"--asr {self.asr!r}: expected one of {', '.join(BACKEND_NAMES)}")
+        elif self.asr == "whisper-onnx" and not self.asr_model:
+            out.append("--asr whisper-onnx needs --asr-model DIR (a Whisper export: edge-export-whisper MODEL DIR)")
         elif self.asr_model and self.asr in ("pocketsphinx", "none"):
             out.append(f"--asr-model is for a Whisper model; --asr {self.asr} takes none")
-        if self.language and not (self.language.isalpha() and 2 <= len(self.language) <= 3):
-            out.append(f"--language {self.language!r}: a language code such as en or zh")
+        codes = [c.strip() for c in self.language.split(",")] if self.language else []
+        if any(not (c.isalpha() and c.islower() and 2 <= len(c) <= 3) for c in codes):
+            out.append(f"--language {self.language!r}: a language code such as en or zh (or a list: en,zh)")
         if not isinstance(self.threads, int) or self.threads < 0:
             out.append(f"--threads must be a whole number >= 0 (0 = ONNX Runtime's choice), got {self.threads!r}")
         if not isinstance(self.restart, int) or isinstance(self.restart, bool) or self.restart < 0:

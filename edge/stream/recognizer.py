@@ -94,7 +94,9 @@ class Recognizer:
         self.vision = VisionStage(self.video_q, self.extractors, self.frame_ring, detect_every=c.detect_every)
         self.audio = AudioStage(self.audio_q, self.audio_ring, segmenter, self.asr_q if asr is not None else None,
                                 partial_s=c.partial_s)
-        self.asr = ASRStage(self.asr_q, asr) if asr is not None else None
+        live = c.speed != "max"
+        self.asr = (ASRStage(self.asr_q, asr, skip_stale_partials=live, clock=self.clock.now if live else None)
+                    if asr is not None else None)
         self.smoother = Smoother(c.smoothing, alpha=c.alpha)
         from edge.stream.fusion import Fusion
 
@@ -126,17 +128,10 @@ class Recognizer:
         return VADSegmenter(vad, threshold=self.config.vad_threshold)
 
     def _open_asr(self) -> Any:
-        c = self.config
-        if c.asr == "none":
-            return None
-        from edge.stream.asr import open_asr
+        from edge.asr.registry import open_planned, plan_for_run
 
-        options: dict[str, Any] = {}
-        if c.asr_model:
-            options["model_dir"] = c.asr_model
-        if c.language:
-            options["language"] = c.language
-        return open_asr(c.asr, **options)
+        plan = self._asr_plan if hasattr(self, "_asr_plan") else plan_for_run(self.config, self.extractors.profile)
+        return open_planned(plan)
 
     def _sources(self) -> list[Any]:
         from edge.stream.replay import FileReplaySource
@@ -205,6 +200,11 @@ class Recognizer:
     def preflight(self) -> None:
         """Check the capture devices before loading models: a missing camera or microphone fails in one line."""
         c = self.config
+        if self._asr is None:  # a bad --asr / --asr-model / --language fails here, before any network loads
+            from edge.asr.registry import plan_for_run
+            from edge.profile import load_profile
+
+            self._asr_plan = plan_for_run(c, load_profile(c.profile))
         if self._source_factory is not None:  # the caller's sources open (and fail) in start()
             return
         if c.video or c.audio:

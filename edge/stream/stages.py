@@ -280,7 +280,10 @@ class AudioStage(Stage):
 
 
 @dataclass
-class Transcript:
+class TranscriptSpan:
+    """A transcript of the speech from ``start`` to ``end`` (capture seconds), as the fusion reads it: ``final`` or
+    partial (speech still going on), the compute it took, and the capture time by which it is known."""
+
     start: float
     end: float
     text: str
@@ -290,26 +293,45 @@ class Transcript:
 
 
 class ASRStage(Stage):
-    """Speech segments -> transcripts, kept in order of their end time."""
+    """Speech segments -> transcripts, kept in order of their end time.
+
+    Finals go through ``asr.transcribe``, partials through ``asr.partial`` (a backend may make those cheaper).  With
+    ``skip_stale_partials`` (live runs), a partial is dropped when more speech already waits in the queue: the ASR
+    is behind, and the newer item makes it stale (``partials_skipped`` counts them).  Replays at ``--speed max``
+    keep every partial, so their results do not depend on thread timing.  With a capture ``clock`` (live runs),
+    ``final_latency_s`` records, per final transcript, the seconds from the end of its speech to the transcript.
+    """
 
     name = "asr"
 
-    def __init__(self, inbox: "queue.Queue", asr: Any) -> None:
+    def __init__(self, inbox: "queue.Queue", asr: Any, *, skip_stale_partials: bool = False,
+                 clock: Callable[[], float] | None = None) -> None:
         super().__init__(inbox)
+        self.clock = clock
+        self.final_latency_s: list[float] = []
         self.asr = asr
-        self.transcripts: list[Transcript] = []
+        self.skip_stale_partials = skip_stale_partials
+        self.transcripts: list[TranscriptSpan] = []
         self._lock = threading.Lock()
         self.pending = 0
         self.lost = 0  # segments not transcribed because the ASR failed
+        self.partials_skipped = 0
 
     def handle(self, item: SpeechSegment) -> None:
+        if not item.final and self.skip_stale_partials and self.inbox.qsize() > 0:
+            self.partials_skipped += 1
+            self.watermark = item.end
+            return
         started = time.perf_counter()
-        result = self.asr.transcribe(item.audio)
+        result = self.asr.transcribe(item.audio) if item.final else self.asr.partial(item.audio)
         text = (getattr(result, "text", result) or "").strip()
         with self._lock:
-            self.transcripts.append(Transcript(item.start, item.end, text, item.final, time.perf_counter() - started,
+            self.transcripts.append(TranscriptSpan(item.start, item.end, text, item.final, time.perf_counter() - started,
                                                item.known_at))
             del self.transcripts[:-64]
+            if item.final and self.clock is not None:
+                self.final_latency_s.append(self.clock() - item.end)
+                del self.final_latency_s[:-10_000]
         self.watermark = item.end
 
     def skip(self, item: SpeechSegment) -> None:
@@ -317,7 +339,7 @@ class ASRStage(Stage):
             self.lost += 1
         self.watermark = max(self.watermark, item.end)
 
-    def recent(self, t_end: float, seconds: float) -> list[Transcript]:
+    def recent(self, t_end: float, seconds: float) -> list[TranscriptSpan]:
         """Final transcripts known by ``t_end`` whose speech ended within the last ``seconds``, then the newest
         partial transcript of speech still going on at ``t_end`` (none once its final is known)."""
         with self._lock:

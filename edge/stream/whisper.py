@@ -28,7 +28,7 @@ import numpy as np
 from edge._lazy import lazy_import
 from edge.errors import CheckpointError, InputError
 from edge.runtime.factory import open_runner
-from edge.stream.asr import SpeechRecognizer, Transcript, as_samples
+from edge.asr.base import SpeechRecognizer, Transcript, as_samples
 
 log = logging.getLogger("edge")
 
@@ -93,11 +93,11 @@ def log_mel_spectrogram(samples: Any, mel_filters: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class WhisperTranscript(Transcript):
-    """:class:`edge.stream.asr.Transcript` plus the generated token ids (no prompt, no ``<|endoftext|>``) and the
-    language decoded as (detected when the recogniser's ``language`` is ``None``; ``None`` for English-only models)."""
+    """:class:`edge.asr.base.Transcript` (whose ``language`` is the one decoded as: detected when the recogniser's
+    ``language`` is ``None``; ``None`` for English-only models) plus the generated token ids (no prompt, no
+    ``<|endoftext|>``)."""
 
     tokens: tuple[int, ...] = ()
-    language: str | None = None
 
 
 # ------------------------------------------------------------------------------------------------- the model
@@ -127,8 +127,8 @@ def read_meta(model_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 class WhisperASR(SpeechRecognizer):
-    """Greedy Whisper speech recognition: ``transcribe(samples16k) -> WhisperTranscript`` (the ``"whisper"`` backend
-    of :func:`edge.stream.asr.open_asr`).
+    """Greedy Whisper speech recognition: ``transcribe(samples16k) -> WhisperTranscript`` (the ``"whisper-onnx"``
+    backend of :func:`edge.asr.open_asr`).
 
     ``language``: a code the model knows (``"zh"``, ``"en"``, ...) or ``None`` to detect it per call; ``task``:
     ``"transcribe"`` or ``"translate"``; ``max_new_tokens`` per 30 s window; ``threads``: ONNX Runtime intra-op
@@ -138,7 +138,7 @@ class WhisperASR(SpeechRecognizer):
     instance may serve several streams, one call at a time.
     """
 
-    name = "whisper"
+    name = "whisper-onnx"
 
     def __init__(self, model_dir: str | os.PathLike[str], *, language: str | None = "zh", task: str = "transcribe",
                  max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, threads: int | None = None, device: str | None = None,
