@@ -179,7 +179,7 @@ class HeadCalibration:
         if self.bias is not None:
             if len(self.bias) != z.shape[-1]:
                 raise InputError(f"calibration has a prior correction for {len(self.bias)} classes, the head gives "
-                                 f"{z.shape[-1]} logits; recalibrate the checkpoint (edge-calibrate)")
+                                 f"{z.shape[-1]} logits; recalibrate the checkpoint (edge-eval --calibrate)")
             z = z + np.asarray(self.bias, np.float64)
         return z
 
@@ -230,7 +230,7 @@ class Calibration:
         fmt = data.get("format") if isinstance(data, Mapping) else type(data).__name__
         if fmt != FORMAT:
             raise InputError(f"{source}: not a calibration record (format {fmt!r}, expected {FORMAT!r}); "
-                             "recalibrate the checkpoint with edge-calibrate")
+                             "recalibrate the checkpoint with edge-eval --calibrate")
         heads = {}
         for name, entry in (data.get("heads") or {}).items():
             try:
@@ -239,7 +239,7 @@ class Calibration:
                                               dict(entry.get("fitted") or {}))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise InputError(f"{source}: head {name!r} has a damaged calibration entry ({exc}); recalibrate "
-                                 "the checkpoint with edge-calibrate") from None
+                                 "the checkpoint with edge-eval --calibrate") from None
         return cls(heads, str(data.get("method", "temperature")))
 
 

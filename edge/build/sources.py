@@ -176,7 +176,7 @@ def _lfmim(profile: Profile, out: Path, random_weights: bool):
             raise InputError(f"{profile.checkpoint}: the checkpoint expects features {specs}, but profile "
                              f"{profile.name!r} produces {want}; use a checkpoint trained on this profile's features")
         source = str(profile.checkpoint)
-        calibration = ckpt.meta.get("calibration")  # per-head calibration (edge-calibrate): the run path applies it
+        calibration = ckpt.meta.get("calibration")  # per-head calibration (edge-eval --calibrate): the run path applies it
     else:
         torch.manual_seed(0)
         model, source, calibration = LFMIM(profile.lfmim).eval(), "random LFMIM", None

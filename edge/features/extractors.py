@@ -160,13 +160,18 @@ class Extractors:
         return {head: self.calibration.probs(head, z).astype(np.float32) for head, z in logits.items()}
 
 
+_WARNED: set = set()
+
+
 def build_calibration(manifest: dict) -> "Calibration":
     """The per-head calibration a build records for LFMIM (``networks.lfmim.calibration``; copied from the
     checkpoint's metadata when it was built), or the identity with a warning when the build has none."""
     from edge.confidence import Calibration
 
     record = manifest.get("networks", {}).get("lfmim", {}).get("calibration")
-    if not record and not manifest.get("random_weights"):
+    key = (manifest.get("profile", {}).get("hash"), manifest.get("created"))
+    if not record and not manifest.get("random_weights") and key not in _WARNED:  # once per build, not per stream
+        _WARNED.add(key)
         log.warning("the build records no calibration of LFMIM's heads: its probabilities are uncalibrated "
-                    "(calibrate the checkpoint with edge-calibrate and rebuild: %s)", manifest.get("rebuild"))
+                    "(calibrate the checkpoint with edge-eval --calibrate and rebuild: %s)", manifest.get("rebuild"))
     return Calibration.from_dict(record, source="the build's LFMIM calibration")

@@ -43,7 +43,7 @@ class SharedModels:
 def _languages(config: RunConfig, asr: Any | None) -> tuple[tuple[str, ...], str]:
     if asr is None:
         return (), ""
-    if config.asr == "pocketsphinx":
+    if getattr(asr, "name", "") == "pocketsphinx":  # chosen by name or by --asr auto
         return ("en",), "en"
     language = config.language or getattr(asr, "language", None) or ""
     return ((language,), language) if language else (("auto",), "auto")
@@ -63,16 +63,13 @@ def open_shared(config: RunConfig) -> SharedModels:
                            directory=config.engines or None, threads=config.threads or None)
     try:
         vad = SileroVADModel(threads=1)
-        asr = None
-        if config.asr != "none":
-            from edge.stream.asr import open_asr
+        from edge.asr.registry import open_for_run
 
-            options: dict[str, Any] = {}
-            if config.asr_model:
-                options["model_dir"] = config.asr_model
-            if config.language:
-                options["language"] = config.language
-            asr = open_asr(config.asr, **options)
+        asr = open_for_run(config, engines.profile)  # --asr auto: Whisper when installed, else pocketsphinx
+        if asr is not None:  # shared by every session: its calls on one thread (edge.asr.serial)
+            from edge.asr.serial import OneThreadASR
+
+            asr = OneThreadASR(asr)
     except BaseException:
         engines.close()
         raise

@@ -107,6 +107,9 @@ class StreamSession:
                                 self.service.config.close_timeout)
             await self._in_pool(rec.stop)
             self._check_failures()
+            from edge.serve.memory import trim  # its threads are gone: hand their freed memory back
+
+            await self._in_pool(trim)
         if self.recorder is not None:
             await self._in_pool(self.recorder.close)
 

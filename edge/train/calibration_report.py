@@ -3,7 +3,7 @@
 ``calibration_report`` writes ``reliability_<head>.png`` (accuracy against confidence per bin, before and after,
 with the bin counts) into the report folder and returns a JSON-ready record and a Markdown section for
 ``report.md``.  "Before" is the head's plain softmax, "after" the calibration recorded in the checkpoint
-(``meta.calibration``, written by ``edge-calibrate``).
+(``meta.calibration``, written by ``edge-eval --calibrate``).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def calibration_report(preds: Mapping[str, Any], calibration: Calibration | None
              "the checkpoint's calibration (fitted on the named validation split); NLL = mean negative "
              "log-likelihood; accuracy changes only with a prior correction.", ""]
     if calibration is None or calibration.is_identity:
-        lines += ["The checkpoint records no calibration (run edge-calibrate): only 'before' is measured.", ""]
+        lines += ["The checkpoint records no calibration (run edge-eval --calibrate): only 'before' is measured.", ""]
     if rows:
         lines += [format_table(["head", "n", "ECE before", "ECE after", "NLL before", "NLL after", "T",
                                 "fitted on", "acc. before %", "acc. after %"], rows), ""]

@@ -1,0 +1,49 @@
+"""Keeping a long-running service's resident memory flat (glibc only; elsewhere these do nothing).
+
+Each session runs its stages on threads of its own, and glibc's allocator gives new threads new arenas (up to eight
+per core) that keep the memory their short-lived owners freed: over hundreds of sessions the resident set grows
+though nothing leaks (measured with edge-serve's soak: Python objects constant, RSS +80 % in 3 minutes).  So the
+service caps the arenas once at start (:func:`limit_arenas`, ``mallopt(M_ARENA_MAX, 2)``) and hands freed memory
+back to the system after each session ends (:func:`trim`, ``malloc_trim(0)``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+from functools import lru_cache
+from typing import Any
+
+log = logging.getLogger("edge")
+
+M_ARENA_MAX = -8  # glibc's mallopt parameter
+
+
+@lru_cache(maxsize=1)
+def _glibc() -> Any | None:
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.gnu_get_libc_version  # noqa: B018 - present on glibc only (musl, macOS: no)
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def limit_arenas(count: int = 2) -> bool:
+    """Cap glibc's malloc arenas at ``count`` for the threads started from now on; True when it took effect."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    done = bool(libc.mallopt(M_ARENA_MAX, int(count)))
+    log.debug("malloc arenas capped at %d: %s", count, done)
+    return done
+
+
+def trim() -> bool:
+    """Give the memory freed so far back to the system; True when some was returned."""
+    libc = _glibc()
+    return bool(libc.malloc_trim(0)) if libc is not None else False
