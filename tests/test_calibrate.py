@@ -7,20 +7,21 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
-from edge.cli import eval as eval_cli
-from edge.config import TrainConfig
-from edge.confidence import Calibration
-from edge.features.extractors import build_calibration
-from edge.model.checkpoint import load_checkpoint
-from edge.model.lfmim import LFMIM
-from edge.profile import load_profile
-from edge.train.loop import Trainer
-from edge.train.store import FeatureStore
-from edge.train.synthetic import write_synthetic_store
+torch = pytest.importorskip("torch", reason="needs PyTorch (the training extras: pip install 'lfmim-edge[train]')")
 
-from conftest import TINY_PROFILE
+from edge.cli import eval as eval_cli  # noqa: E402
+from edge.config import TrainConfig  # noqa: E402
+from edge.confidence import Calibration  # noqa: E402
+from edge.features.extractors import build_calibration  # noqa: E402
+from edge.model.checkpoint import load_checkpoint  # noqa: E402
+from edge.model.lfmim import LFMIM  # noqa: E402
+from edge.profile import load_profile  # noqa: E402
+from edge.train.loop import Trainer  # noqa: E402
+from edge.train.store import FeatureStore  # noqa: E402
+from edge.train.synthetic import write_synthetic_store  # noqa: E402
+
+from conftest import TINY_PROFILE  # noqa: E402
 
 
 @pytest.fixture(scope="module")

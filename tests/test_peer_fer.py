@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from edge.errors import InputError
+torch = pytest.importorskip("torch", reason="needs PyTorch (the training extras: pip install 'lfmim-edge[train]')")
+
+from edge.errors import InputError  # noqa: E402
 
 
 def _peer():
