@@ -198,23 +198,24 @@ class Recognizer:
         return self
 
     def preflight(self) -> None:
-        """Check the capture devices before loading models: a missing camera or microphone fails in one line."""
+        """Check the capture devices, then the speech recognition options, before loading models: a missing camera
+        or microphone, or a bad --asr / --asr-model / --language, fails in one line."""
         c = self.config
-        if self._asr is None:  # a bad --asr / --asr-model / --language fails here, before any network loads
+        if self._source_factory is not None:  # the caller's sources open (and fail) in start()
+            pass
+        elif c.video or c.audio:
+            check_sources(c)
+        else:
+            from edge.stream.microphone import _sounddevice, resolve_device
+            from edge.stream.sources import preflight_camera
+
+            preflight_camera(c.camera or "0")
+            resolve_device(_sounddevice(), c.mic or None)
+        if self._asr is None:
             from edge.asr.registry import plan_for_run
             from edge.profile import load_profile
 
             self._asr_plan = plan_for_run(c, load_profile(c.profile))
-        if self._source_factory is not None:  # the caller's sources open (and fail) in start()
-            return
-        if c.video or c.audio:
-            check_sources(c)
-            return
-        from edge.stream.microphone import _sounddevice, resolve_device
-        from edge.stream.sources import preflight_camera
-
-        preflight_camera(c.camera or "0")
-        resolve_device(_sounddevice(), c.mic or None)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
