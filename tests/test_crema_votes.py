@@ -46,6 +46,7 @@ def test_malformed_votes_are_one_clear_error(tmp_path):
 
 
 def test_inconsistency_on_the_real_votes(shared_data, tmp_path, capsys):
+    pytest.importorskip("matplotlib", reason="the report's figures need matplotlib (pip install 'lfmim-edge[train]')")
     out = tmp_path / "incon"
     table = shared_data / "crema-d-votes" / "summaryTable.csv"
     assert eval_cli.main(["--inconsistency", "--labels", str(table), "--out", str(out), "-q"]) == 0

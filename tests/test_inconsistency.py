@@ -156,6 +156,7 @@ def test_invalid_classes():
 
 @pytest.mark.data
 def test_real_emotiontalk(shared_data, tmp_path):
+    pytest.importorskip("matplotlib", reason="the report's figures need matplotlib (pip install 'lfmim-edge[train]')")
     path = shared_data / "emotiontalk" / "emotiontalk.csv"
     if not path.is_file():
         pytest.skip(f"{path} not found")
