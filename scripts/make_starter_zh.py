@@ -18,16 +18,21 @@ Stages, each skipped when its output exists (``--fresh`` redoes them all; an int
    warm-started from the starter's LFMIM (``--init``; all but the text input projection fit);
 4. ``eval``: ``edge-eval`` on the composite test split (every head on its own label, and ``--against m``), RAVDESS
    actors 19-20 and the FER2013 public test;
-5. ``package``: the text encoder (``text.fp32.onnx`` + ``tokenizer.json``) and the LFMIM checkpoint into
+5. ``package``: the text encoder (``text.fp32.onnx`` + ``tokenizer.json``), the LFMIM checkpoint and its FP32 ONNX
+   export (``lfmim.fp32.onnx``: the profile is ``shipped``, so a first run prepares it without torch) into
    ``edge/assets/starter-zh/`` with ``assets.json`` (SHA-256, size, how each file was made, the figures), then an
    FP32 CPU build of the profile to check that it opens.
 Every stage's log is kept in ``RUNS/logs/``.
+
+``--reship`` redoes only the ONNX export of the shipped checkpoint and its ``assets.json`` entry (after a change of
+the exporter, or to add the file to an older package), from the files in ``edge/assets/starter-zh/`` alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -88,6 +93,48 @@ def figures(runs: Path) -> dict:
     return out
 
 
+def export_lfmim_onnx(work: Path, logs: Path) -> Path:
+    """The shipped LFMIM checkpoint as FP32 ONNX: ``edge-build`` of the profile without its ``shipped`` key (which
+    would read the very file being made), parity-checked against torch by the exporter."""
+    profile = work / "starter-zh.toml"
+    work.mkdir(parents=True, exist_ok=True)
+    text = (ROOT / "edge" / "profiles" / "starter-zh.toml").read_text(encoding="utf-8")
+    profile.write_text(re.sub(r"(?m)^shipped\s*=.*$", "", text), encoding="utf-8")
+    shutil.rmtree(work / "engines", ignore_errors=True)
+    stage("export-lfmim", [tool("edge-build"), "--profile", str(profile), "--precision", "fp32", "--target", "cpu",
+                           "--out-root", str(work / "engines"), "--no-progress"], logs)
+    folder = work / "engines" / "starter-zh" / "cpu"
+    manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    return folder / manifest["networks"]["lfmim"]["fp32_onnx"]["file"]
+
+
+EXPORT_CMD = "python scripts/make_starter_zh.py --reship (edge-build export of lfmim.safetensors)"
+
+
+def reship(args) -> dict:
+    """Re-export ``lfmim.fp32.onnx`` from the shipped checkpoint and update its entry in ``assets.json``."""
+    from edge.fileio import sha256_file, write_bytes_atomic, write_text_atomic
+
+    work = args.runs / "reship"
+    onnx = export_lfmim_onnx(work, args.runs / "logs")
+    write_bytes_atomic(ASSETS / "lfmim.fp32.onnx", onnx.read_bytes())
+    body = json.loads((ASSETS / "assets.json").read_text(encoding="utf-8"))
+    path = ASSETS / "lfmim.fp32.onnx"
+    body["files"]["lfmim.fp32.onnx"] = {"sha256": sha256_file(path), "size_bytes": path.stat().st_size,
+                                        "source": "lfmim.safetensors", "made_by": EXPORT_CMD}
+    body["total_bytes"] = sum(f["size_bytes"] for f in body["files"].values())
+    body["all_profiles_assets_bytes"] = _all_assets_bytes()
+    if body["all_profiles_assets_bytes"] > BUDGET_BYTES:
+        raise SystemExit(f"the shipped assets of all profiles take {body['all_profiles_assets_bytes'] / 2**20:.1f} MiB, "
+                         "over the 60 MiB budget")
+    write_text_atomic(ASSETS / "assets.json", json.dumps(body, indent=2, ensure_ascii=False) + "\n")
+    return body
+
+
+def _all_assets_bytes() -> int:
+    return sum(p.stat().st_size for p in ASSETS.parent.glob("*/*") if p.is_file() and p.suffix != ".py")
+
+
 def package(args, runs: Path, text_cmd: str, composite_cmd: str, train_cmd: str) -> dict:
     from edge.fileio import sha256_file
     from edge.fileio import write_text_atomic
@@ -100,6 +147,9 @@ def package(args, runs: Path, text_cmd: str, composite_cmd: str, train_cmd: str)
     (ASSETS / "assets.json").unlink(missing_ok=True)
     for name, (src, _) in files.items():
         shutil.copyfile(src, ASSETS / name)
+    (ASSETS / "lfmim.fp32.onnx").unlink(missing_ok=True)
+    shutil.copyfile(export_lfmim_onnx(runs / "reship", runs / "logs"), ASSETS / "lfmim.fp32.onnx")
+    files["lfmim.fp32.onnx"] = (ASSETS / "lfmim.safetensors", EXPORT_CMD)
     body = {"format": "lfmim-edge-assets/1", "profile": "starter-zh", "files": {},
             "reuses": {"audio": "asset:starter/audio.fp32.onnx", "vision": "asset:starter/vision.fp32.onnx",
                        "prequantized": "asset:starter"},
@@ -114,7 +164,7 @@ def package(args, runs: Path, text_cmd: str, composite_cmd: str, train_cmd: str)
         body["files"][name] = {"sha256": sha256_file(path), "size_bytes": path.stat().st_size, "source": rel(src),
                                "made_by": cmd}
     body["total_bytes"] = sum(f["size_bytes"] for f in body["files"].values())
-    everything = sum(p.stat().st_size for p in ASSETS.parent.glob("*/*") if p.is_file() and p.suffix != ".py")
+    everything = _all_assets_bytes()
     body["all_profiles_assets_bytes"] = everything
     if everything > BUDGET_BYTES:
         raise SystemExit(f"the shipped assets of all profiles take {everything / 2**20:.1f} MiB, over the 60 MiB budget")
@@ -137,8 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="redo every stage (the text encoder too)")
     p.add_argument("--no-package", action="store_true", help="stop after the evaluation")
+    p.add_argument("--reship", action="store_true",
+                   help="only re-export the shipped checkpoint to lfmim.fp32.onnx and update assets.json")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else list(argv)
+    if args.reship:
+        body = reship(args)
+        print(json.dumps({"lfmim.fp32.onnx": body["files"]["lfmim.fp32.onnx"],
+                          "all_profiles_assets_mib": round(body["all_profiles_assets_bytes"] / 2**20, 2)}, indent=2))
+        return 0
     runs, logs = args.runs, args.runs / "logs"
     py = sys.executable
     if args.fresh and runs.exists():

