@@ -193,15 +193,13 @@ def _speech(config: RunConfig) -> list[Check]:
         return checks + [Check("speech recognition", "warn", "--asr none: no transcripts, no text modality")]
 
     def asr() -> str:
-        from edge.stream.asr import open_asr
+        # the same choice the run makes (--asr auto, the profile's [asr] and language), then the model loaded once
+        from edge.asr import open_planned, plan_for_run
+        from edge.profile import load_profile
 
-        options: dict[str, Any] = {}
-        if config.asr_model:
-            options["model_dir"] = config.asr_model
-        if config.language:
-            options["language"] = config.language
-        recognizer = open_asr(config.asr, **options)
-        return f"{config.asr}: {recognizer!r}"
+        plan = plan_for_run(config, load_profile(config.profile))
+        recognizer = open_planned(plan)
+        return f"{plan.backend}: {recognizer!r} ({plan.reason})"
 
     return checks + [_try("speech recognition", asr)]
 
