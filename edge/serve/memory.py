@@ -42,25 +42,24 @@ def _glibc() -> Any | None:
     return libc
 
 
-def limit_arenas(count: int = 2) -> bool:
-    """Cap glibc's malloc arenas at ``count`` for the threads started from now on; True when it took effect."""
+def _mallopt(param: int, value: int, what: str) -> bool:
     libc = _glibc()
     if libc is None:
         return False
-    done = bool(libc.mallopt(M_ARENA_MAX, int(count)))
-    log.debug("malloc arenas capped at %d: %s", count, done)
+    done = bool(libc.mallopt(param, int(value)))
+    log.debug("malloc %s %d: %s", what, value, done)
     return done
+
+
+def limit_arenas(count: int = 2) -> bool:
+    """Cap glibc's malloc arenas at ``count`` for the threads started from now on; True when it took effect."""
+    return _mallopt(M_ARENA_MAX, count, "arenas capped at")
 
 
 def fix_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
     """Serve every allocation of ``size`` bytes or more by a mapping of its own, from now on; True when it took
     effect."""
-    libc = _glibc()
-    if libc is None:
-        return False
-    done = bool(libc.mallopt(M_MMAP_THRESHOLD, int(size)))
-    log.debug("malloc mmap threshold fixed at %d bytes: %s", size, done)
-    return done
+    return _mallopt(M_MMAP_THRESHOLD, size, "mmap threshold fixed at (bytes)")
 
 
 def trim() -> bool:
