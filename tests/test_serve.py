@@ -337,3 +337,59 @@ def test_the_async_client_at_full_speed(models, clip):
     assert report.results > 0 and report.sent == len(clip.schedule(2))
     assert report.closed["stats"]["frames"] + report.closed["stats"]["frames_rate_limited"] == 2 * len(clip.frames)
     assert not report.errors
+
+
+def test_an_ended_session_is_freed_at_once_not_at_the_next_full_collection(models, clip):
+    """A session's loop is a web of reference cycles (its threads run its own methods, its stages call back into
+    it): with CPython's automatic collector off, only the service's release at each session's end frees it (a
+    30-minute soak showed the saw-tooth this prevents: edge.serve.memory)."""
+    import asyncio
+    import gc
+
+    from edge.bench.serve_load import replay_session
+    from edge.stream.recognizer import Recognizer
+
+    def live() -> int:
+        return sum(1 for o in gc.get_objects() if type(o) is Recognizer)
+
+    gc.collect()
+    before = live()
+    gc.disable()
+    try:
+        with serving(models) as server:
+            for _ in range(2):
+                report = asyncio.run(replay_session(url(server), clip, loops=1, realtime=False))
+                assert not report.failure and report.results > 0
+                deadline = time.monotonic() + 10
+                while live() > before and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert live() == before, f"{live() - before} ended session loop(s) still in memory"
+    finally:
+        gc.enable()
+
+
+def test_an_ended_session_is_freed_at_once_not_at_the_next_full_collection(models, clip):
+    """A session's loop is a web of reference cycles (its threads run its own methods, its stages call back into
+    it): with CPython's automatic collector off, only the service's release at each session's end frees it (the
+    30-minute soak's saw-tooth, edge.serve.memory)."""
+    import gc
+    import weakref
+
+    gc.disable()
+    try:
+        with serving(models) as server:
+            for k in range(2):
+                with Client(url(server)) as client:
+                    send_clip(client, clip, base=100.0 * k, realtime=False, until=3.0)
+                    deadline = time.monotonic() + 30
+                    while (server.service.sessions[client.session_id].recognizer is None
+                           and time.monotonic() < deadline):
+                        time.sleep(0.05)
+                    loop = weakref.ref(server.service.sessions[client.session_id].recognizer)
+                    assert client.close() is not None and client.closed["reason"] == "client"
+                deadline = time.monotonic() + 10
+                while loop() is not None and time.monotonic() < deadline:
+                    time.sleep(0.05)
+                assert loop() is None, f"session {k}: its ended loop is still in memory"
+    finally:
+        gc.enable()

@@ -178,6 +178,20 @@ class Service:
                 await asyncio.get_running_loop().run_in_executor(self.executor, session.recognizer.stop)
         finally:
             self.sessions.pop(session.id, None)
+            # once this handler has returned, nothing holds the session: free its cycles and give the memory back
+            asyncio.get_running_loop().call_soon(self._release_memory)
+
+    def _release_memory(self) -> None:
+        from edge.serve.memory import release
+
+        def done(future: asyncio.Future) -> None:
+            if future.exception() is not None:  # never silent (it would be a bug in edge.serve.memory)
+                log.error("releasing a session's memory failed: %r", future.exception())
+
+        try:
+            asyncio.get_running_loop().run_in_executor(self.executor, release).add_done_callback(done)
+        except RuntimeError:  # the service is shutting down (its pool is closed): the process's end frees it all
+            pass
 
     # -- running -------------------------------------------------------------------------------------------------
     async def main(self, stop: asyncio.Event, ready: Callable[[str, int], None] | None = None) -> None:

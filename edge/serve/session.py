@@ -75,6 +75,8 @@ class StreamSession:
             self.outbox.close()
             await self.outbox.drained(1.0)
             pump.cancel()
+            # wait for both to finish: until then their frames hold this session (and its loop's memory)
+            await asyncio.gather(watch, pump, return_exceptions=True)
             log.info("session %s ended (%s): %s", self.id, self.close_reason, self.stats())
 
     def request_close(self, reason: str, *, graceful: bool) -> asyncio.Task:
@@ -107,9 +109,6 @@ class StreamSession:
                                 self.service.config.close_timeout)
             await self._in_pool(rec.stop)
             self._check_failures()
-            from edge.serve.memory import trim  # its threads are gone: hand their freed memory back
-
-            await self._in_pool(trim)
         if self.recorder is not None:
             await self._in_pool(self.recorder.close)
 
