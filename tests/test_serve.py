@@ -341,35 +341,6 @@ def test_the_async_client_at_full_speed(models, clip):
 
 def test_an_ended_session_is_freed_at_once_not_at_the_next_full_collection(models, clip):
     """A session's loop is a web of reference cycles (its threads run its own methods, its stages call back into
-    it): with CPython's automatic collector off, only the service's release at each session's end frees it (a
-    30-minute soak showed the saw-tooth this prevents: edge.serve.memory)."""
-    import asyncio
-    import gc
-
-    from edge.bench.serve_load import replay_session
-    from edge.stream.recognizer import Recognizer
-
-    def live() -> int:
-        return sum(1 for o in gc.get_objects() if type(o) is Recognizer)
-
-    gc.collect()
-    before = live()
-    gc.disable()
-    try:
-        with serving(models) as server:
-            for _ in range(2):
-                report = asyncio.run(replay_session(url(server), clip, loops=1, realtime=False))
-                assert not report.failure and report.results > 0
-                deadline = time.monotonic() + 10
-                while live() > before and time.monotonic() < deadline:
-                    time.sleep(0.05)
-                assert live() == before, f"{live() - before} ended session loop(s) still in memory"
-    finally:
-        gc.enable()
-
-
-def test_an_ended_session_is_freed_at_once_not_at_the_next_full_collection(models, clip):
-    """A session's loop is a web of reference cycles (its threads run its own methods, its stages call back into
     it): with CPython's automatic collector off, only the service's release at each session's end frees it (the
     30-minute soak's saw-tooth, edge.serve.memory)."""
     import gc
