@@ -308,7 +308,7 @@ def accuracy(logits: np.ndarray, labels: np.ndarray) -> float:
 def train(args: argparse.Namespace, train_set: Clips, val_set: Clips) -> tuple[dict, dict, list[dict]]:
     rng = np.random.default_rng(args.seed)
     torch.manual_seed(args.seed)
-    cfg = EncoderConfig(dim=args.dim)
+    cfg = EncoderConfig(dim=args.dim, channels=tuple(args.channels), temporal_blocks=args.temporal_blocks)
     encoder, head = LogMelEncoder(config=cfg), AudioEmotionHead(args.dim, len(CLASSES))
     encoder.spec_augment = True
     params = [*encoder.parameters(), *head.parameters()]
@@ -414,6 +414,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weight-decay", type=float, default=0.05)
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--channels", type=int, nargs=2, default=[16, 32], help="widths of the two 2-D conv stages")
+    p.add_argument("--temporal-blocks", type=int, default=3, help="dilated residual Conv1d blocks")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)")
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after the epoch that passes this many minutes")

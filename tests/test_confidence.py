@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from edge.confidence import (
-    Calibration, HeadCalibration, expected_calibration_error, fit_calibration, fit_temperature,
+    Calibration, HeadCalibration, ece_noise_floor, expected_calibration_error, fit_calibration, fit_temperature,
     fit_temperature_prior, nll, parse_head_splits, reliability_bins, softmax,
 )
 from edge.errors import DataError, InputError
@@ -61,6 +61,34 @@ def test_ece_and_reliability_bins_by_hand():
     assert bins["count"][6] == 1 and bins["count"][7] == 1 and bins["accuracy"][0] is None
     # (2/4)|0.5-0.9| + (1/4)|1-0.6| + (1/4)|1-0.7|
     assert expected_calibration_error(probs, labels, bins=10) == pytest.approx(0.2 + 0.1 + 0.075)
+
+
+def test_the_ece_noise_floor_bounds_a_calibrated_head_and_shrinks_with_the_sample_count():
+    floors = {}
+    for n in (120, 720, 4000):
+        logits, labels = _calibrated(n=n, seed=n)
+        p = softmax(logits)
+        floors[n] = ece_noise_floor(p)
+        assert floors[n]["mean"] < floors[n]["p95"]
+    assert floors[120]["mean"] > 2 * floors[720]["mean"] > 2 * floors[4000]["mean"]
+    # heads calibrated by construction: their ECE falls under the floor's mean about half the time and under its
+    # 95th percentile about 95 % of the time (40 splits of 300 samples; a floor off by a factor fails either way)
+    below_mean = below_p95 = 0
+    for seed in range(40):
+        logits, labels = _calibrated(n=300, seed=100 + seed)
+        p = softmax(logits)
+        floor, ece = ece_noise_floor(p, seed=seed), expected_calibration_error(p, labels)
+        below_mean += ece < floor["mean"]
+        below_p95 += ece < floor["p95"]
+    assert 10 <= below_mean <= 30 and below_p95 >= 34
+    # an overconfident head's ECE stands well above its floor on the same samples
+    logits, labels = _calibrated(n=4000, seed=4000)
+    hot = softmax(3 * logits)
+    assert expected_calibration_error(hot, labels) > 3 * ece_noise_floor(hot)["p95"]
+    # certainty leaves no room for noise: confidence 1 is always right under perfect calibration
+    assert ece_noise_floor(np.eye(7)[np.arange(50) % 7])["p95"] == 0.0
+    with pytest.raises(DataError):
+        ece_noise_floor(np.zeros((0, 7)))
 
 
 def test_calibration_record_round_trips_and_applies():

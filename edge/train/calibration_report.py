@@ -14,7 +14,9 @@ from typing import Any, Mapping
 import numpy as np
 
 from edge.config import HEAD_NAMES
-from edge.confidence import ECE_BINS, Calibration, expected_calibration_error, nll, reliability_bins, softmax
+from edge.confidence import (
+    ECE_BINS, Calibration, ece_noise_floor, expected_calibration_error, nll, reliability_bins, softmax,
+)
 from edge.train.reports import format_table, new_figure, save_figure_atomic
 
 __all__ = ["calibration_report", "plot_reliability"]
@@ -48,8 +50,10 @@ def plot_reliability(before: Mapping[str, Any], after: Mapping[str, Any] | None,
 
 
 def _record(probs: np.ndarray, labels: np.ndarray, logits_nll: float, bins: int) -> dict[str, Any]:
+    floor = ece_noise_floor(probs, bins)
     return {"ece": round(expected_calibration_error(probs, labels, bins), 5), "nll": round(logits_nll, 5),
             "accuracy": round(float((probs.argmax(1) == labels).mean()), 5),
+            "ece_floor": {"mean": round(floor["mean"], 5), "p95": round(floor["p95"], 5), "draws": floor["draws"]},
             "bins": reliability_bins(probs, labels, bins)}
 
 
@@ -78,17 +82,22 @@ def calibration_report(preds: Mapping[str, Any], calibration: Calibration | None
                          title=f"{title} - {name} head (n = {len(y)})" if title else f"{name} head (n = {len(y)})")
         rows.append([name, str(len(y)), f"{before['ece']:.3f}", "-" if after is None else f"{after['ece']:.3f}",
                      f"{before['nll']:.3f}", "-" if after is None else f"{after['nll']:.3f}",
+                     "-" if after is None else f"{after['ece_floor']['mean']:.3f} / {after['ece_floor']['p95']:.3f}",
                      "-" if after is None else f"{after['temperature']:.3f}",
                      "-" if after is None else str(after["fitted_on"]),
                      f"{100 * before['accuracy']:.2f}", "-" if after is None else f"{100 * after['accuracy']:.2f}"])
     lines = ["## Calibration", "",
              f"Expected calibration error over {bins} equal-width confidence bins, before (plain softmax) and after "
              "the checkpoint's calibration (fitted on the named validation split); NLL = mean negative "
-             "log-likelihood; accuracy changes only with a prior correction.", ""]
+             "log-likelihood; accuracy changes only with a prior correction. ECE floor: the ECE a perfectly "
+             "calibrated head with the same confidences would show on this many samples (mean / 95th percentile of "
+             "400 draws, each sample correct with probability equal to its confidence): an ECE below the 95th "
+             "percentile is within finite-sample noise of perfect calibration.", ""]
     if calibration is None or calibration.is_identity:
         lines += ["The checkpoint records no calibration (run edge-eval --calibrate): only 'before' is measured.", ""]
     if rows:
-        lines += [format_table(["head", "n", "ECE before", "ECE after", "NLL before", "NLL after", "T",
+        lines += [format_table(["head", "n", "ECE before", "ECE after", "NLL before", "NLL after",
+                                "ECE floor after", "T",
                                 "fitted on", "acc. before %", "acc. after %"], rows), ""]
         lines += [f"![{HEAD_NAMES[h]} reliability](reliability_{h}.png)" for h in record["heads"]]
     return record, "\n".join(lines) + "\n"
