@@ -7,7 +7,8 @@ what they say).
     python scripts/calibrate_starter.py --store runs/calib/composite
 
 Each head is fitted on its own modality's validation split of the composite store (text: GoEmotions dev, audio:
-RAVDESS actors 17-18, vision: FER2013 private test, fused: the composite valid split; never a test split) with
+RAVDESS actors 17-18, vision: the tenth of FER2013 train held out from the face encoder's training (2,872 faces),
+fused: the composite valid split; never a test split) with
 ``edge-eval --calibrate --method temperature+prior`` (a temperature and a per-class logit bias: the uni-modal heads
 learned EmotionTalk's label priors, which the bias takes back out).  The calibrated checkpoint and its sidecar replace
 ``edge/assets/starter/lfmim.safetensors`` / ``lfmim.json`` (atomically) and their ``assets.json`` entries are
@@ -33,6 +34,9 @@ HEAD_SPLITS = {"t": "goemotions_valid", "a": "ravdess_valid", "v": "fer_valid", 
 #: (report folder, split, extra edge-eval arguments)
 TESTS = (("fer_test", "fer_test", []), ("ravdess_test", "ravdess_test", []), ("goemotions_test", "goemotions_test", []),
          ("test", "test", []), ("test-against-m", "test", ["--against", "m"]), ("crema_test", "crema_test", []))
+#: The validation splits the heads are fitted on (--evaluate validation: compare candidates without a test split;
+#: "after" is then in-sample).
+VALIDATION = tuple((s, s, []) for s in ("fer_valid", "ravdess_valid", "goemotions_valid", "valid"))
 
 
 def _tool(name: str) -> str:
@@ -55,23 +59,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "calib", help="work folder and reports")
     p.add_argument("--method", default="temperature+prior", choices=("temperature", "temperature+prior"))
     p.add_argument("--no-ship", action="store_true", help="calibrate and report, leave edge/assets alone")
+    p.add_argument("--checkpoint", type=Path, default=ASSETS / "lfmim.safetensors",
+                   help="the LFMIM checkpoint to calibrate (default: the shipped one); with another, --no-ship: a "
+                        "candidate is compared on validation first, packaged (package_starter.py), then calibrated")
+    p.add_argument("--evaluate", choices=("test", "validation"), default="test",
+                   help="which splits to report after fitting: the test splits (once, for the shipped model) or the "
+                        "validation splits (to choose between candidates; 'after' is in-sample there)")
     args = p.parse_args(argv)
+    if args.evaluate == "validation" and not args.no_ship:
+        raise SystemExit("--evaluate validation compares candidates: add --no-ship")
+    if args.checkpoint.resolve() != (ASSETS / "lfmim.safetensors").resolve() and not args.no_ship:
+        raise SystemExit(f"--checkpoint {args.checkpoint}: only the shipped checkpoint is calibrated for shipping; "
+                         "add --no-ship to evaluate a candidate, or package it first (scripts/package_starter.py)")
+    if not args.checkpoint.is_file() or not args.checkpoint.with_suffix(".json").is_file():
+        raise SystemExit(f"--checkpoint {args.checkpoint}: expected a .safetensors file with its .json sidecar")
     from edge.fileio import sha256_file, write_bytes_atomic, write_text_atomic
 
     args.out.mkdir(parents=True, exist_ok=True)
     ckpt = args.out / "lfmim.safetensors"
-    shutil.copyfile(ASSETS / "lfmim.safetensors", ckpt)
-    shutil.copyfile(ASSETS / "lfmim.json", ckpt.with_suffix(".json"))
+    shutil.copyfile(args.checkpoint, ckpt)
+    shutil.copyfile(args.checkpoint.with_suffix(".json"), ckpt.with_suffix(".json"))
     splits = [a for h, s in HEAD_SPLITS.items() for a in ("--head-split", f"{h}={s}")]
     _run([_tool("edge-eval"), "--calibrate", "--checkpoint", str(ckpt), "--store", str(args.store), *splits,
           "--method", args.method, "--no-progress", "-q"])
     figures = {}
-    for name, split, extra in TESTS:
+    for name, split, extra in (TESTS if args.evaluate == "test" else VALIDATION):
         report = args.out / f"eval-{name}"
         _run([_tool("edge-eval"), "--checkpoint", str(ckpt), "--store", str(args.store), "--split", split,
               "--out", str(report), "--no-progress", "-q", *extra])
         heads = json.loads((report / "calibration.json").read_text())["heads"]
-        figures[name] = {h: {"ece_before": v["before"]["ece"], "ece_after": v["after"]["ece"],
+        figures[name] = {h: {"n": v["n"], "ece_before": v["before"]["ece"], "ece_after": v["after"]["ece"],
+                             "ece_floor_after": v["after"]["ece_floor"],
                              "accuracy_before": v["before"]["accuracy"], "accuracy_after": v["after"]["accuracy"]}
                          for h, v in heads.items()}
     write_text_atomic(args.out / "figures.json", json.dumps(figures, indent=2) + "\n")

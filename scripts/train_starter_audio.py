@@ -28,6 +28,7 @@ the blocks.  Keeps the best validation epoch; writes to ``--out``:
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import json
 import logging
@@ -325,6 +326,11 @@ def train(args: argparse.Namespace, train_set: Clips, val_set: Clips) -> tuple[d
     powers = [flat[i * per:(i + 1) * per] for i in range(len(versions))]
     best: tuple[float, float] = (-1.0, -math.inf)
     best_state: dict = {}
+    both = nn.ModuleDict({"encoder": encoder, "head": head})
+    # Exponential moving average of the weights (and BatchNorm statistics), evaluated and kept instead of the raw
+    # weights with --ema: on 120 validation clips the raw weights' accuracy jumps by 5-10 points between epochs.
+    ema = ({k: v.detach().clone() for k, v in both.state_dict().items()} if args.ema else None)
+    shadow = copy.deepcopy(both) if args.ema else both
     history = []
     start = time.perf_counter()
     bar = tqdm(range(1, args.epochs + 1), desc="epochs", unit="epoch")
@@ -344,12 +350,21 @@ def train(args: argparse.Namespace, train_set: Clips, val_set: Clips) -> tuple[d
             opt.step()
             sched.step()
             losses.append(float(loss))
+            if ema is not None:
+                with torch.no_grad():
+                    for k, v in both.state_dict().items():
+                        if v.dtype.is_floating_point:
+                            ema[k].mul_(args.ema).add_(v.detach(), alpha=1.0 - args.ema)
+                        else:
+                            ema[k].copy_(v)
         if epoch < args.eval_from and epoch < args.epochs:
             history.append({"epoch": epoch, "train_loss": float(np.mean(losses)),
                             "seconds": round(time.perf_counter() - start, 1)})
             bar.set_postfix(loss=f"{np.mean(losses):.3f}")
             continue
-        val_logits = clip_logits(torch_encoder(encoder), head, val_set)
+        if ema is not None:
+            shadow.load_state_dict(ema)
+        val_logits = clip_logits(torch_encoder(shadow["encoder"]), shadow["head"], val_set)
         val_acc = accuracy(val_logits, val_set.labels)
         val_loss = float(nn.functional.cross_entropy(torch.from_numpy(val_logits).float(),
                                                      torch.from_numpy(val_set.labels)))
@@ -357,8 +372,8 @@ def train(args: argparse.Namespace, train_set: Clips, val_set: Clips) -> tuple[d
                         "seconds": round(time.perf_counter() - start, 1)})
         if (val_acc, -val_loss) > best:
             best = (val_acc, -val_loss)
-            best_state = {"encoder": {k: v.clone() for k, v in encoder.state_dict().items()},
-                          "head": {k: v.clone() for k, v in head.state_dict().items()}, "epoch": epoch}
+            best_state = {"encoder": {k: v.clone() for k, v in shadow["encoder"].state_dict().items()},
+                          "head": {k: v.clone() for k, v in shadow["head"].state_dict().items()}, "epoch": epoch}
         bar.set_postfix(loss=f"{np.mean(losses):.3f}", val=f"{val_acc:.3f}", best=f"{best[0]:.3f}")
         log.info("epoch %d: train loss %.4f, val acc %.4f, val loss %.4f", epoch, np.mean(losses), val_acc, val_loss)
         if args.time_budget and time.perf_counter() - start > args.time_budget * 60:
@@ -416,6 +431,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--channels", type=int, nargs=2, default=[16, 32], help="widths of the two 2-D conv stages")
     p.add_argument("--temporal-blocks", type=int, default=3, help="dilated residual Conv1d blocks")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights with this decay per step (e.g. 0.99) "
+                        "and select and ship it; 0 = the raw weights")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared 2-core machine)")
     p.add_argument("--time-budget", type=float, default=0.0, help="stop after the epoch that passes this many minutes")
