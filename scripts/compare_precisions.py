@@ -11,8 +11,9 @@ LFMIM with the other modalities absent, then the build's calibration:
 
 - vision: the FER2013 public test (3,589 48 x 48 faces, grey replicated to RGB; a window of the face and its mirror
   image alternating, as ``compare_face_peer.py``);
-- audio: RAVDESS actors 19-20 (120 clips, calm = neutral; each clip decoded, cut into the run path's 1 s blocks and
-  fitted to LFMIM's audio window);
+- audio: RAVDESS actors 19-20 (120 clips, calm = neutral; each clip decoded and centred in a window of silence of
+  the profile's length, 4 s, as the live loop's rolling window holds an utterance; the window's 1 s blocks are
+  encoded and fitted to LFMIM's audio frames, as in the composite store);
 - text: the GoEmotions-Ekman test sentences with one label (4,968).
 
 Prints accuracy and ECE per head and build, and each build's difference from the first one in points; ``--json``
@@ -77,13 +78,15 @@ def ravdess_test(data: Path) -> list[tuple[Path, int]]:
 
 def audio_probs(x, data: Path, limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     from edge.media import read_audio
+    from edge.starter.composite import place_in_window
 
     text, _, vision = _absent(x)
     clips = ravdess_test(data)
     probs, labels = [], []
     for path, label in (clips[i] for i in subset(len(clips), limit)):
         wave, _ = read_audio(path, sample_rate=x.profile.audio.sample_rate)
-        probs.append(x.fuse(text, x.audio(wave), vision)["a"])
+        window = place_in_window(wave, x.profile.audio.window_samples, None)
+        probs.append(x.fuse(text, x.audio(window), vision)["a"])
         labels.append(label)
     return np.stack(probs), np.asarray(labels, np.int64)
 

