@@ -440,6 +440,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--no-int8", action="store_true")
     args = p.parse_args(argv)
+    if not 0.0 <= args.ema < 1.0:
+        p.error(f"--ema {args.ema}: expected a decay in [0, 1), e.g. 0.99 (0 keeps the raw weights)")
+    if min(args.channels) < 1 or args.temporal_blocks < 0:
+        p.error(f"--channels {args.channels} --temporal-blocks {args.temporal_blocks}: expected positive widths and "
+                "at least 0 blocks")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     torch.set_num_threads(args.threads)
     split = {"train": parse_actors(args.train_actors), "val": parse_actors(args.val_actors),
