@@ -92,7 +92,7 @@ def audio_probs(x, data: Path, limit: int | None = None) -> tuple[np.ndarray, np
 
 
 def text_probs(x, data: Path, limit: int | None = None, batch: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    from edge.starter.text_model import read_goemotions
+    from edge.starter.goemotions import read_goemotions
 
     texts, labels = read_goemotions(data / "goemotions-ekman" / "test.tsv")
     pick = subset(len(texts), limit)

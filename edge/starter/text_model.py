@@ -25,8 +25,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from edge._lazy import lazy_import
-from edge.errors import CheckpointError, DataError
-from edge.labels import CLASSES, NUM_CLASSES, to_index
+from edge.errors import CheckpointError
+from edge.labels import CLASSES, NUM_CLASSES
+from edge.starter.goemotions import read_goemotions  # noqa: F401  (torch-free; re-exported)
 
 torch = lazy_import("torch", purpose="the starter text model")
 nn = torch.nn
@@ -70,36 +71,6 @@ def save_run_tokenizer(source: str | Path, target: str | Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------------------- data
-
-
-def read_goemotions(path: str | Path, *, single_label: bool = True) -> tuple[list[str], np.ndarray]:
-    """A GoEmotions-Ekman split (``text<TAB>label ids<TAB>comment id``) -> (texts, canonical class indices).
-
-    Label ids index ``labels.txt`` (anger, disgust, fear, joy, neutral, sadness, surprise; joy = happiness).
-    With ``single_label`` (the default, used for training and for the test metric) rows with several labels are
-    skipped; otherwise such rows are an error.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: GoEmotions split not found; pass the goemotions-ekman folder of ../shared/data")
-    texts: list[str] = []
-    labels: list[int] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        parts = line.split("\t")
-        if len(parts) < 2:
-            raise DataError(f"{path}:{lineno}: expected text<TAB>label ids<TAB>comment id, got {line[:80]!r}")
-        ids = [s for s in parts[1].split(",") if s.strip()]
-        if len(ids) != 1:
-            if single_label:
-                continue
-            raise DataError(f"{path}:{lineno}: {len(ids)} labels on one row; read with single_label=True")
-        texts.append(parts[0])
-        labels.append(to_index(ids[0], "goemotions", source=f"{path}:{lineno}"))
-    if not texts:
-        raise DataError(f"{path}: no single-label rows")
-    return texts, np.asarray(labels, dtype=np.int64)
 
 
 def token_features(model: Any, feeds: Mapping[str, np.ndarray], *, batch_size: int = 128,
