@@ -105,11 +105,11 @@ PRECISION_POLICY: dict[str, NetworkPolicy] = {
     "minilm": NetworkPolicy(
         "fp32", "fp16", MATMUL_OPS,
         "all-MiniLM-L6-v2 (the starter's text encoder, 32 tokens): FP32 on the CPU.  Its best INT8 form passes the "
-        "feature gate but costs the text head 0.62 points on the GoEmotions-Ekman test through the run path (63.26 "
-        "-> 62.64 %, scripts/compare_precisions.py, 2-core AVX2 x86, December 2026), over the 0.5-point budget, "
-        "for 1.3 ms per transcript change (4.7 vs 3.4 ms, 2 threads): the text encoder runs only when the "
-        "transcript changes, so FP32 costs the loop nearly nothing.  That form, kept for --precision experiments: "
-        "dynamic INT8 on MatMul with per-channel weights, "
+        "feature gate but costs the text head 0.62 points on the GoEmotions-Ekman test through the run path "
+        "(63.26 -> 62.64 %, scripts/compare_precisions.py, 2-core AMD EPYC with AVX-512 VNNI, December 2026), over "
+        "the 0.5-point budget, to save 1.3 ms per transcript change (4.7 vs 3.4 ms, 2 threads): the text encoder "
+        "runs only when the transcript changes, so FP32 costs the loop nearly nothing.  The INT8 form measured "
+        "(the ops and exclusions below): dynamic INT8 on MatMul with per-channel weights, "
         "the six FFN output projections kept FP32 (their inputs carry the outliers).  Measured on 64 GoEmotions dev "
         "texts, 1 thread, 2-core x86: per-tensor 0.44x FP32 time but mean token cosine 0.947; per-channel 0.45x, "
         "0.989 (under the 0.99 gate); per-channel without the FFN outputs 0.64x, 0.994.  With 7-bit weights on a 2-core "
