@@ -34,6 +34,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from compare_face_peer import lfmim_vision, window_of  # noqa: E402  (the same face window as the peer comparison)
 from edge.confidence import expected_calibration_error  # noqa: E402
 from edge.labels import to_index  # noqa: E402
 
@@ -58,10 +61,8 @@ def vision_probs(x, data: Path, limit: int | None = None) -> tuple[np.ndarray, n
     rgb = np.repeat(images[..., None], 3, axis=-1)
     feats = x.face_features(rgb)
     mirror = x.face_features(np.ascontiguousarray(rgb[:, :, ::-1]))
-    text, audio, _ = _absent(x)
     frames = x.profile.vision.frames
-    order = np.arange(frames) % 2
-    probs = np.stack([x.fuse(text, audio, np.stack([f, m])[order])["v"] for f, m in zip(feats, mirror)])
+    probs = np.stack([lfmim_vision(x, window_of(np.stack([f, m]), frames)) for f, m in zip(feats, mirror)])
     return probs, labels
 
 
@@ -69,10 +70,10 @@ def ravdess_test(data: Path) -> list[tuple[Path, int]]:
     folder = data / "ravdess-speech"
     with (folder / "labels.csv").open(newline="", encoding="utf-8") as fh:
         rows = [r for r in csv.DictReader(fh) if int(r["actor"]) in TEST_ACTORS]
-    if not rows:
-        raise SystemExit(f"{folder / 'labels.csv'}: no clip of actors {TEST_ACTORS}; expected RAVDESS speech "
-                         "(columns file, emotion, intensity, actor, sex)")
     table = folder / "labels.csv"
+    if not rows:
+        raise SystemExit(f"{table}: no clip of actors {TEST_ACTORS}; expected RAVDESS speech "
+                         "(columns file, emotion, intensity, actor, sex)")
     return [(folder / r["file"], to_index(r["emotion"], "ravdess", source=f"{table} {r['file']}")) for r in rows]
 
 
