@@ -292,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
                       if args.unimodal_prior == "own" else np.ones(NUM_CLASSES))
             keep[m] = own_prior_keep(train_labels[:, col], target)
             log.info("%s labels kept per class (%s prior): %s", m, args.unimodal_prior, np.round(keep[m], 3).tolist())
-    specs = {"text": {"dim": text_dim, "length": args.text_tokens}, "audio": {"dim": 128, "length": AUDIO_FRAMES},
-             "vision": {"dim": 256, "length": VISION_FRAMES}}
+    specs = {"text": {"dim": text_dim, "length": args.text_tokens},  # each encoder's own width
+             "audio": {"dim": int(feats["audio"]["train"]["features"].shape[-1]), "length": AUDIO_FRAMES},
+             "vision": {"dim": int(feats["vision"]["train"]["features"].shape[-1]), "length": VISION_FRAMES}}
     rng = np.random.default_rng(args.seed + 1)
     summary = {"command": "python scripts/make_starter_composite.py " + " ".join(sys.argv[1:] if argv is None else argv),
                "text_source": args.text_source, "valid_by_group": by_group, "splits": {}}
