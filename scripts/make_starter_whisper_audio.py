@@ -1,4 +1,4 @@
-"""Write the starter profile's audio encoder from Whisper base (edge.starter.whisper_audio) and measure it.
+"""Write a candidate audio encoder from Whisper base (edge.starter.whisper_audio) and measure it (not shipped yet).
 
     python scripts/make_starter_whisper_audio.py                   # Whisper base from its registry packages
     python scripts/make_starter_whisper_audio.py --model DIR       # any faster-whisper (CTranslate2) model folder

@@ -5,10 +5,8 @@ statically quantized variants calibrated on real data, and assets.json.
     python scripts/package_starter.py                 # from runs/starter/{vision,audio,lfmim}, data from ../shared/data
     python scripts/package_starter.py --from-assets   # re-package what the package already ships (new INT8 form)
 
-1. Takes the FP32 networks trained or written here: the face encoder (``vision.fp32.onnx``), the starter's audio
-   encoder, the front of Whisper base (``audio-whisper.fp32.onnx``, ``scripts/make_starter_whisper_audio.py``), the
-   log-mel CNN audio encoder that starter-zh reads (``audio.fp32.onnx``) and the LFMIM checkpoint
-   (``lfmim.safetensors`` + ``lfmim.json``).
+1. Takes the FP32 networks trained here: the face encoder (``vision.fp32.onnx``), the log-mel CNN audio encoder
+   (``audio.fp32.onnx``) and the LFMIM checkpoint (``lfmim.safetensors`` + ``lfmim.json``).
 2. Builds the starter profile (``--precision int8``, targets cpu and gpu) *without* its shipped variants, so the
    statically quantized networks (the face encoder in the ``resnet18`` slot, MTCNN's O-Net) are calibrated on the
    real clips of ``calibration/recipes.toml`` and every variant is gated on real held-out samples (a failed gate stops
@@ -72,11 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--from-assets", action="store_true",
                    help="take the FP32 networks the package already ships (re-package them, e.g. in a new INT8 form)")
     p.add_argument("--vision", type=Path, default=None, help="face encoder ONNX (default: RUNS/vision/encoder.onnx)")
-    p.add_argument("--audio", type=Path, default=None,
-                   help="log-mel CNN audio encoder ONNX, starter-zh's (default: RUNS/audio/encoder.onnx)")
-    p.add_argument("--audio-whisper", type=Path, default=None,
-                   help="Whisper-base audio encoder ONNX, the starter's (default: RUNS/audio-whisper/encoder.onnx, "
-                        "from scripts/make_starter_whisper_audio.py)")
+    p.add_argument("--audio", type=Path, default=None, help="audio encoder ONNX (default: RUNS/audio/encoder.onnx)")
     p.add_argument("--lfmim", type=Path, default=None, help="LFMIM checkpoint (default: RUNS/lfmim/best.safetensors)")
     p.add_argument("--calibration-data", default=None, help="data folder (default: ../shared/data)")
     p.add_argument("--build-root", type=Path, default=None, help="where the packaging builds go (default: RUNS/package-build)")
@@ -86,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         if args.from_assets:  # copy first: the asset folder is emptied below
             sources = {"vision.fp32.onnx": ASSETS / "vision.fp32.onnx", "audio.fp32.onnx": ASSETS / "audio.fp32.onnx",
-                       "audio-whisper.fp32.onnx": ASSETS / "audio-whisper.fp32.onnx",
                        "lfmim.safetensors": ASSETS / "lfmim.safetensors", "lfmim.json": ASSETS / "lfmim.json"}
             previous = json.loads((ASSETS / "assets.json").read_text()) if (ASSETS / "assets.json").is_file() else {}
             origin = {name: (previous.get("files", {}).get(name) or {}).get("source") for name in sources}
@@ -97,10 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             vision = args.vision or args.runs / "vision" / "encoder.onnx"
             audio = args.audio or args.runs / "audio" / "encoder.onnx"
-            audio_whisper = args.audio_whisper or args.runs / "audio-whisper" / "encoder.onnx"
             lfmim = args.lfmim or args.runs / "lfmim" / "best.safetensors"
-            files = {"vision.fp32.onnx": vision, "audio.fp32.onnx": audio, "audio-whisper.fp32.onnx": audio_whisper,
-                     "lfmim.safetensors": lfmim}
+            files = {"vision.fp32.onnx": vision, "audio.fp32.onnx": audio, "lfmim.safetensors": lfmim}
             if lfmim.with_suffix(".json").is_file():
                 files["lfmim.json"] = lfmim.with_suffix(".json")
             origin = {name: str(src.resolve().relative_to(ROOT)) if src.resolve().is_relative_to(ROOT) else src.name

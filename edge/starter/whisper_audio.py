@@ -1,9 +1,12 @@
-"""The starter profile's audio encoder: the front of OpenAI Whisper base's encoder (build path; torch).
+"""A candidate audio encoder for the starter profile: the front of OpenAI Whisper base's encoder (build path; torch).
+
+Not shipped (2026-12-03): LFMIM trained on its frames reached only 44 % on RAVDESS actors 17-18 (validation), against
+the shipped log-mel CNN LFMIM's 71 %, although a linear probe on the same frames reads 70 % there; see the model card.
 
 Whisper's encoder, trained on 680,000 hours of speech, carries far more about *how* something is said than a
 small CNN trained on 16 RAVDESS actors.  Its first transformer layer is enough: a linear probe on the mean and
 spread of its frames reached 68.6 % on held-out RAVDESS actors (three folds of actors 13-18; the log-mel CNN's
-recipe 59.2 % on the same folds), and a 1 s block costs one convolutional front end and one layer.
+recipe 59.2 % on the same folds), and a 1 s block costs one convolutional front end and one layer (7.9 ms FP32, 1 thread).
 
 :class:`WhisperAudioEncoder` takes the run path's ``waveform`` float32 (B, 16000): 1 s blocks at 16 kHz, raw (no
 normalisation), and returns ``hidden`` (B, num_frames, 512) with ``num_frames == edge.features.audio_pre.num_frames``
