@@ -125,7 +125,7 @@ PRECISION_POLICY: dict[str, NetworkPolicy] = {
     ),
     "whisper-base-l1": NetworkPolicy(
         "fp32", "fp16", MATMUL_OPS,
-        "the starter's audio encoder, the front of Whisper base (log-mel in the graph, two convolutions, one "
+        "a candidate audio encoder (not shipped), the front of Whisper base (log-mel in the graph, two convolutions, one "
         "transformer layer, 4.1 M parameters, 1 s blocks): FP32 on the CPU, where dynamic INT8 on MatMul gains little "
         "(measured, 1 thread, 2-core AMD EPYC with AVX2 busy training: p50 7.9 ms FP32 vs 7.1 ms INT8 per block, "
         "frame cosine 0.998) and the first Conv is the DFT that must stay exact: under 1 % of a core at real time; "

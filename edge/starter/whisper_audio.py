@@ -5,7 +5,7 @@ the shipped log-mel CNN LFMIM's 71 %, although a linear probe on the same frames
 
 Whisper's encoder, trained on 680,000 hours of speech, carries far more about *how* something is said than a
 small CNN trained on 16 RAVDESS actors.  Its first transformer layer is enough: a linear probe on the mean and
-spread of its frames reached 68.6 % on held-out RAVDESS actors (three folds of actors 13-18; the log-mel CNN's
+spread of its frames reached 68.3 % on held-out RAVDESS actors (three folds of actors 13-18; the log-mel CNN's
 recipe 59.2 % on the same folds), and a 1 s block costs one convolutional front end and one layer (7.9 ms FP32, 1 thread).
 
 :class:`WhisperAudioEncoder` takes the run path's ``waveform`` float32 (B, 16000): 1 s blocks at 16 kHz, raw (no
