@@ -36,6 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from edge.asr.ct2_weights import read_ct2_variables
+from edge.starter.audio_model import dft_kernels
 from edge.errors import CheckpointError
 
 SAMPLE_RATE = 16_000
@@ -75,11 +76,7 @@ class WhisperLogMel(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        n = np.arange(N_FFT, dtype=np.float64)
-        window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / N_FFT)  # periodic Hann
-        k = np.arange(N_FFT // 2 + 1, dtype=np.float64)[:, None]
-        phase = 2.0 * np.pi * k * n[None, :] / N_FFT
-        kernels = np.concatenate([np.cos(phase) * window, -np.sin(phase) * window])[:, None, :]
+        kernels = dft_kernels(N_FFT, N_FFT)  # periodic-Hann-windowed cosine and sine rows, as the log-mel CNN's
         self.register_buffer("kernels", torch.tensor(kernels, dtype=torch.float32), persistent=False)
         self.register_buffer("filters", torch.tensor(whisper_mel_filters(), dtype=torch.float32), persistent=False)
 
