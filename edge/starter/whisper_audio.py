@@ -45,6 +45,8 @@ HOP = 160
 N_MELS = 80
 #: Encoder name in profiles.
 ENCODER_NAME = "whisper-base-l1"
+#: The same front followed by a trained frame projection (:class:`WhisperProjectedEncoder`).
+PROJECTED_NAME = "whisper-base-l1-proj"
 
 
 def _hz_to_mel(f: np.ndarray) -> np.ndarray:
@@ -159,6 +161,37 @@ class WhisperAudioEncoder(nn.Module):
         if self.final_norm:
             x = self._norm(x, "encoder/layer_norm")
         return x[:, :frames]
+
+
+class FrameProjection(nn.Module):
+    """Per-frame LayerNorm, then a linear map (``hidden=0``) or a GELU MLP from Whisper's 512 to ``dim``.
+
+    Trained on emotion (``scripts/train_starter_whisper_audio.py``) so that LFMIM reads ``dim`` frames that carry
+    emotion rather than 512 that carry everything Whisper needs for transcription: LFMIM's audio branch, trained
+    on 16 actors, overfits the raw 512-wide frames (see the module docstring)."""
+
+    def __init__(self, width: int = 512, dim: int = 128, hidden: int = 0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(width)
+        self.drop = nn.Dropout(dropout)
+        self.net = (nn.Linear(width, dim) if hidden <= 0
+                    else nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, dim)))
+        self.width, self.dim, self.hidden = width, dim, hidden
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.net(self.drop(self.norm(frames)))
+
+
+class WhisperProjectedEncoder(nn.Module):
+    """:class:`WhisperAudioEncoder` (frozen) then a :class:`FrameProjection`: ``waveform`` (B, samples) ->
+    ``hidden`` (B, num_frames(samples), projection.dim); the run path's audio-encoder interface."""
+
+    def __init__(self, front: WhisperAudioEncoder, projection: FrameProjection) -> None:
+        super().__init__()
+        self.front, self.projection = front, projection
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        return self.projection(self.front(waveform))
 
 
 def count_parameters(module: nn.Module) -> int:
