@@ -184,7 +184,7 @@ def train(args, frames: dict[str, np.ndarray], val: dict[str, np.ndarray], val_l
             nn.utils.clip_grad_norm_(params, 5.0)
             opt.step()
             sched.step()
-            losses.append(float(loss))
+            losses.append(loss.item())
         logits = clip_logits(projection, head, val, len(val_labels))
         acc = float((logits.argmax(1) == val_labels).mean())
         vloss = float(nn.functional.cross_entropy(torch.from_numpy(logits).float(), torch.from_numpy(val_labels)))

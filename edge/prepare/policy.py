@@ -131,6 +131,13 @@ PRECISION_POLICY: dict[str, NetworkPolicy] = {
         "frame cosine 0.998) and the first Conv is the DFT that must stay exact: under 1 % of a core at real time; "
         "FP16 on GPUs",
     ),
+    "whisper-base-l1-proj": NetworkPolicy(
+        "fp32", "fp16", MATMUL_OPS,
+        "a candidate audio encoder (not shipped): Whisper base's front (log-mel in the graph, two convolutions, one "
+        "transformer layer) and a trained 512-256-128 frame projection, 4.3 M parameters, 1 s blocks: FP32 on the CPU, like "
+        "whisper-base-l1 (dynamic INT8 on MatMul gains little there and the first Conv is the exact DFT); measured "
+        "p50 10.2 ms per block on 1 thread of a busy 2-core AMD EPYC (AVX2), 1 % of a core at real time; FP16 on GPUs",
+    ),
     "logmel-cnn": NetworkPolicy(
         "fp32", "fp16", CONV_OPS,
         "the starter's log-mel CNN audio encoder (170k parameters, 1 s blocks): FP32 on the CPU, where INT8 gains "
