@@ -228,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--label-smoothing", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report-test", action="store_true", help="score the test actors too (once, for the candidate)")
+    p.add_argument("--score", type=Path, default=None, metavar="DIR",
+                   help="train nothing: score DIR's encoder.onnx + best.safetensors head on --val-actors and "
+                        "--test-actors through ONNX Runtime (the run path's blocks), into DIR/score.json")
     p.add_argument("--cache", type=Path, default=ROOT / "runs" / "cache")
     p.add_argument("--out", type=Path, default=ROOT / "runs" / "starter" / "audio-whisper-proj")
     p.add_argument("--threads", type=int, default=2)
@@ -237,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         p.error("expected --dim >= 1, --hidden >= 0, --offsets >= 1 and --input-dropout in [0, 1)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(args.threads)
+    if args.score is not None:
+        return score(args)
     started = time.perf_counter()
     model_dir = resolve(args.model)
     front = WhisperAudioEncoder(load_encoder_weights(model_dir), args.layers, positions=FRAMES + 1).eval()
@@ -295,6 +300,34 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| val, ONNX Runtime | {ort_acc:.1%} |", "", f"Command: `{summary['command']}`", ""]
     write_text_atomic(out / "summary.md", "\n".join(lines))
     print("\n".join(lines))
+    return 0
+
+
+def score(args) -> int:
+    """``--score DIR``: the trained encoder (ONNX Runtime) and head on the validation and test actors."""
+    import train_starter_audio as A
+
+    from edge.model.checkpoint import load_checkpoint
+
+    onnx_path, ckpt_path = args.score / "encoder.onnx", args.score / "best.safetensors"
+    for path in (onnx_path, ckpt_path):
+        if not path.is_file():
+            raise SystemExit(f"{path} not found: --score takes a folder this script wrote (encoder.onnx, best.safetensors)")
+    ckpt = load_checkpoint(ckpt_path)
+    if ckpt.variant != "starter-audio-whisper":
+        raise SystemExit(f"{ckpt_path} is a {ckpt.variant!r} checkpoint, not this script's (starter-audio-whisper)")
+    head = AudioEmotionHead(int(ckpt.config["dim"]), len(CLASSES))
+    head.load_state_dict({k[len("head."):]: v for k, v in ckpt.state.items() if k.startswith("head.")})
+    data = A.load_ravdess(args.data, args.cache)
+    encode = A.ort_encoder(onnx_path, args.threads)
+    out = {"encoder": str(onnx_path), "selected_epoch": ckpt.meta.get("epoch"), "trained_on": ckpt.meta.get("split")}
+    for name in ("val", "test"):
+        actors = A.parse_actors(getattr(args, f"{name}_actors"))
+        clips = A.Clips(data, actors)
+        out[name] = {"actors": actors, "clips": len(clips),
+                     "accuracy": A.accuracy(A.clip_logits(encode, head, clips), clips.labels)}
+    write_text_atomic(args.score / "score.json", json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
     return 0
 
 

@@ -212,3 +212,15 @@ def test_the_projected_encoder_exports_with_the_run_paths_interface(whisper_dir,
     assert got.shape == (2, 49, 24)
     np.testing.assert_allclose(got, want, atol=1e-4 * np.abs(want).max())
     np.testing.assert_allclose(want, by_hand, atol=1e-5)
+
+
+def test_scoring_a_folder_that_holds_no_trained_encoder_says_what_it_needs(tmp_path):
+    script = _train_script()
+    with pytest.raises(SystemExit, match="encoder.onnx not found: --score takes a folder this script wrote"):
+        script.main(["--score", str(tmp_path)])
+    (tmp_path / "encoder.onnx").write_bytes(b"x")
+    from edge.model.checkpoint import save_checkpoint
+
+    save_checkpoint(tmp_path / "best.safetensors", {"w": torch.zeros(1)}, {"dim": 4}, variant="starter-audio")
+    with pytest.raises(SystemExit, match="'starter-audio' checkpoint, not this script's"):
+        script.main(["--score", str(tmp_path)])
