@@ -64,8 +64,10 @@ def speech(tmp_path_factory):
     from edge.testmedia import synth_speech
 
     folder = tmp_path_factory.mktemp("speech")
+    # espeak-ng's plain en-us voice: the "+f2" variant is not the same waveform from run to run, and Whisper base read
+    # "brown" as "round" in two of four syntheses of it (measured 2026-12-03), failing the 0.2 WER bar by chance
     sentences = ["the quick brown fox jumps over the lazy dog", "please call me back tomorrow morning"]
-    return [(read_audio(synth_speech(s, folder / f"{i}.wav", voice="en-us+f2", rate=150))[0], s)
+    return [(read_audio(synth_speech(s, folder / f"{i}.wav", voice="en-us", rate=150))[0], s)
             for i, s in enumerate(sentences)]
 
 
