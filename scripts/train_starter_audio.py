@@ -257,6 +257,17 @@ def run_path_blocks(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.stack(blocks), np.asarray(lengths, np.int64)
 
 
+def clip_blocks(waves: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every clip's run-path blocks stacked: (blocks (N, BLOCK), real lengths (N,), owning clip index (N,))."""
+    blocks, lengths, owner = [], [], []
+    for c, x in enumerate(waves):
+        b, n = run_path_blocks(x)
+        blocks.append(b)
+        lengths.append(n)
+        owner += [c] * len(b)
+    return np.concatenate(blocks), np.concatenate(lengths), np.asarray(owner, np.int64)
+
+
 @torch.no_grad()
 def clip_logits(encode, head: AudioEmotionHead, clips: Clips, *, batch: int = 256) -> np.ndarray:
     """(clips, classes) logits: the head's logits averaged over each clip's run-path blocks.
@@ -264,13 +275,7 @@ def clip_logits(encode, head: AudioEmotionHead, clips: Clips, *, batch: int = 25
     ``encode`` maps a (B, BLOCK) float32 numpy array to (B, frames, dim) hidden (PyTorch or ONNX Runtime).
     """
     head.eval()
-    blocks, lengths, owner = [], [], []
-    for c, x in enumerate(clips.waves):
-        b, n = run_path_blocks(x)
-        blocks.append(b)
-        lengths.append(n)
-        owner += [c] * len(b)
-    blocks_np, lengths_np, owner_np = np.concatenate(blocks), np.concatenate(lengths), np.asarray(owner)
+    blocks_np, lengths_np, owner_np = clip_blocks(clips.waves)
     logits = []
     for i in range(0, len(blocks_np), batch):
         hidden = torch.as_tensor(encode(blocks_np[i:i + batch]))

@@ -116,19 +116,13 @@ def train_frames(front, clips, args, key: str) -> dict[str, np.ndarray]:
 
 
 def eval_frames(front, clips, args, name: str, key: str) -> dict[str, np.ndarray]:
-    """A clip's run-path blocks (train_starter_audio.run_path_blocks): frames, real lengths, owning clip."""
-    from train_starter_audio import run_path_blocks
+    """A clip's run-path blocks (train_starter_audio.clip_blocks): frames, real lengths, owning clip."""
+    from train_starter_audio import clip_blocks
 
     def make():
-        blocks, lengths, owner = [], [], []
-        for c, x in enumerate(clips.waves):
-            b, n = run_path_blocks(x)
-            blocks.append(b)
-            lengths.append(n)
-            owner += [c] * len(b)
-        return {"frames": encode_blocks(front, np.concatenate(blocks), desc=f"{name} blocks",
-                                        progress=not args.no_progress),
-                "lengths": np.concatenate(lengths), "owner": np.asarray(owner, np.int64)}
+        blocks, lengths, owner = clip_blocks(clips.waves)
+        return {"frames": encode_blocks(front, blocks, desc=f"{name} blocks", progress=not args.no_progress),
+                "lengths": lengths, "owner": owner}
     return cached_frames(args.cache / f"whisper-frames-{name}-{key}.npz", make)
 
 
