@@ -238,6 +238,41 @@ def test_fp16_variant_has_half_weights_float_io_and_runs_on_cpu(conv, lfmim):
     assert all(f["agreement"] == 1.0 for f in fid.figures.values())
 
 
+def test_fp16_keeps_a_chain_of_policy_nodes_in_fp32_end_to_end(tmp_path):
+    """x * 300 * 300 / 90000 leaves FP16's range (65504) in the middle and in its constant: kept nodes must stay
+    FP32 on every edge between them, not just inside each node (ONNX Runtime's converter rounds each edge through
+    FP16), with their FP32 constants."""
+    from onnx import TensorProto, helper
+
+    consts = [numpy_helper.from_array(np.array(v, np.float32), n) for n, v in (("a", 300.0), ("b", 90000.0))]
+    nodes = [helper.make_node("Mul", ["x", "a"], ["m1"], name="/front/mel/Mul"),
+             helper.make_node("Mul", ["m1", "a"], ["m2"], name="/front/mel/Mul_1"),
+             helper.make_node("Div", ["m2", "b"], ["d"], name="/front/mel/Div"),
+             helper.make_node("Relu", ["d"], ["y"], name="/head/Relu")]
+    graph = helper.make_graph(nodes, "chain", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], initializer=consts)
+    src = tmp_path / "chain.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(src))
+    x = np.array([1.0, 0.5, 2.0, 0.001], np.float32)
+    naive = _run(_fp16(src, tmp_path / "naive.onnx", []), {"x": x})[0]
+    assert not np.allclose(naive, x, rtol=0.05)  # what this guards against: all-FP16 is wrong here
+    keep = [n.name for n in nodes if n.name.startswith("/front/mel/")]
+    kept = _run(_fp16(src, tmp_path / "kept.onnx", keep), {"x": x})[0]
+    np.testing.assert_allclose(kept, x, rtol=1e-3)
+    casts = [n for n in onnx.load(str(tmp_path / "kept.onnx")).graph.node if n.op_type == "Cast"]
+    assert len(casts) <= 3  # no FP32 -> FP16 -> FP32 round trip left between the kept nodes
+
+
+def _fp16(src, out, keep):
+    convert_fp16(src, out, keep_nodes=keep, use_modelopt=False)
+    return out
+
+
+def test_the_whisper_fronts_fp16_policy_keeps_its_log_mel_front_end():
+    policy = policy_for("whisper-base-l1-proj")
+    assert policy.gpu == "fp16" and policy.fp16_keep and policy_for("logmel-cnn").fp16_keep == ()
+
+
 # ------------------------------------------------------------------------------------------------- LFMIM (MatMul)
 
 

@@ -178,7 +178,7 @@ class Preparer:
             return _Prequantized(self.profile.prequantized, shipped.name)
         policy = pol.policy_for(pol.policy_name(name, self.profile))
         if precision == "fp16":
-            return q.convert_fp16(self.fp32[name], path)
+            return q.convert_fp16(self.fp32[name], path, keep_nodes=policy.fp16_kept_nodes(self.fp32[name]))
         if precision == "int8-dynamic":
             return q.quantize_dynamic_matmul(self.fp32[name], path, per_channel=policy.per_channel,
                                              exclude_nodes=policy.excluded_nodes(self.fp32[name]))

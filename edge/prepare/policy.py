@@ -47,14 +47,25 @@ class NetworkPolicy:
     #: Dynamic INT8 only: per-channel weight scales, and nodes left in FP32 (regular expressions searched in names).
     per_channel: bool = False
     exclude: tuple[str, ...] = ()
+    #: FP16 variants: nodes kept in FP32 (regular expressions searched in names), e.g. a log-mel front end whose
+    #: power spectrum overflows and whose log floor underflows in half precision.
+    fp16_keep: tuple[str, ...] = ()
 
     def excluded_nodes(self, model_path: str | Path) -> list[str]:
-        """Names of the nodes of ``model_path`` that :attr:`exclude` keeps in FP32."""
-        if not self.exclude:
-            return []
-        onnx = lazy_import("onnx", purpose="quantization")
-        graph = onnx.load(str(model_path), load_external_data=False).graph
-        return [n.name for n in graph.node if any(re.search(pattern, n.name) for pattern in self.exclude)]
+        """Names of the nodes of ``model_path`` that :attr:`exclude` keeps in FP32 (dynamic INT8)."""
+        return _matching_nodes(model_path, self.exclude)
+
+    def fp16_kept_nodes(self, model_path: str | Path) -> list[str]:
+        """Names of the nodes of ``model_path`` that :attr:`fp16_keep` keeps in FP32 in the FP16 variant."""
+        return _matching_nodes(model_path, self.fp16_keep)
+
+
+def _matching_nodes(model_path: str | Path, patterns: tuple[str, ...]) -> list[str]:
+    if not patterns:
+        return []
+    onnx = lazy_import("onnx", purpose="quantization")
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return [n.name for n in graph.node if any(re.search(pattern, n.name) for pattern in patterns)]
 
 
 _CONV_REASON = (
@@ -133,14 +144,19 @@ PRECISION_POLICY: dict[str, NetworkPolicy] = {
     ),
     "whisper-base-l1-proj": NetworkPolicy(
         "fp32", "fp16", MATMUL_OPS,
-        "a candidate audio encoder (not shipped): Whisper base's front (log-mel in the graph, two convolutions, one "
-        "transformer layer) and a trained 512-256-128 frame projection, 4.3 M parameters, 1 s blocks: FP32 on the CPU, like "
+        "the starter's audio encoder (since 2026-12-04): Whisper base's front (log-mel in the graph, two "
+        "convolutions, one transformer layer) and a trained 512-256-128 frame projection, 4.3 M parameters, 1 s "
+        "blocks: FP32 on the CPU, like "
         "whisper-base-l1 (dynamic INT8 on MatMul gains little there and the first Conv is the exact DFT); measured "
-        "p50 10.2 ms per block on 1 thread of a busy 2-core AMD EPYC (AVX2), 1 % of a core at real time; FP16 on GPUs",
+        "p50 10.2 ms per block on 1 thread of a busy 2-core AMD EPYC (AVX2), 1 % of a core at real time; FP16 on GPUs "
+        "with the log-mel front end in FP32 (all of it in FP16: frame cosine 0.39 against FP32, the power spectrum "
+        "overflows and the 1e-10 log floor underflows in half precision)",
+        fp16_keep=(r"^/front/mel/",),
     ),
     "logmel-cnn": NetworkPolicy(
         "fp32", "fp16", CONV_OPS,
-        "the starter's log-mel CNN audio encoder (170k parameters, 1 s blocks): FP32 on the CPU, where INT8 gains "
+        "the log-mel CNN audio encoder (starter-zh's; the starter's until 2026-12-04; 170k parameters, 1 s "
+        "blocks): FP32 on the CPU, where INT8 gains "
         "nothing at this size (measured 0.55 ms FP32 vs 0.56 ms INT8 per block, 1 thread, 2-core x86) and its first "
         "Conv is the DFT that must stay exact; FP16 on GPUs",
     ),

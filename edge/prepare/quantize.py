@@ -18,6 +18,7 @@ for GPUs.  Which precision each network gets, and why, is :data:`edge.prepare.po
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 import time
 from collections import Counter
@@ -338,15 +339,65 @@ def quantize_dynamic_matmul(fp32_path: str | Path, out_path: str | Path, *, per_
 # --------------------------------------------------------------------------------------------------------- FP16
 
 
-def _autocast_modelopt(source: Path, keep_io_types: bool) -> Any | None:
+def _autocast_modelopt(source: Path, keep_io_types: bool, keep_nodes: Sequence[str] = ()) -> Any | None:
     """NVIDIA ModelOpt AutoCast when ``modelopt`` is installed (it chooses the FP32 islands itself), else None."""
     try:
         autocast = __import__("modelopt.onnx.autocast", fromlist=["convert_to_mixed_precision"])
     except ImportError:
         return None
     log.info("%s: FP16 through NVIDIA ModelOpt AutoCast", source.name)
+    exact = [f"^{re.escape(name)}$" for name in keep_nodes] or None  # AutoCast takes name patterns
     return autocast.convert_to_mixed_precision(onnx_path=str(source), low_precision_type="fp16",
-                                               keep_io_types=keep_io_types)
+                                               keep_io_types=keep_io_types, nodes_to_exclude=exact)
+
+
+def _float32_tensors(source: Path) -> set[str]:
+    """Names of the float32 tensors of ``source`` (inputs, initializers and inferred intermediates)."""
+    onnx = lazy_import("onnx", purpose="FP16 conversion")
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
+    g = model.graph
+    typed = [*g.input, *g.value_info, *g.output]
+    out = {v.name for v in typed if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    out |= {t.name for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    for node in g.node:  # Constant nodes' outputs (not always in value_info)
+        if node.op_type == "Constant" and any(a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT
+                                              for a in node.attribute):
+            out.add(node.output[0])
+    return out
+
+
+def _join_fp32_islands(model: Any, float32: set[str]) -> int:
+    """Remove the FP32 -> FP16 -> FP32 Cast round trips that ONNX Runtime's converter puts on every edge between two
+    nodes it keeps in FP32: a chain of kept nodes then stays FP32 end to end (a log-mel front end's power spectrum
+    would otherwise overflow on the edge).  Returns the number of round trips removed."""
+    onnx = lazy_import("onnx", purpose="FP16 conversion")
+    g = model.graph
+    float32 = float32 | {v.name for v in [*g.input, *g.value_info] if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+
+    def cast_to(node) -> int | None:
+        return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
+
+    producer = {o: n for n in g.node for o in n.output}
+    outputs = {o.name for o in g.output}
+    rename = {}
+    for node in g.node:
+        if cast_to(node) != onnx.TensorProto.FLOAT or node.output[0] in outputs:
+            continue
+        up = producer.get(node.input[0])
+        if up is not None and cast_to(up) == onnx.TensorProto.FLOAT16 and up.input[0] in float32:
+            rename[node.output[0]] = up.input[0]
+    for node in g.node:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+    while True:  # drop the Casts nothing reads any more
+        used = {i for n in g.node for i in n.input} | outputs
+        dead = [n for n in g.node if n.op_type == "Cast" and not any(o in used for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            g.node.remove(n)
+    return len(rename)
 
 
 def convert_fp16(
@@ -355,20 +406,22 @@ def convert_fp16(
     *,
     keep_io_types: bool = True,
     block_ops: Sequence[str] = FP16_BLOCK_OPS,
+    keep_nodes: Sequence[str] = (),
     use_modelopt: bool | None = None,
 ) -> QuantReport:
     """Write an FP16 variant for GPUs (TensorRT builds it as a strongly typed FP16 network).
 
     Uses ModelOpt AutoCast when ``modelopt`` is importable (``use_modelopt=None``: auto; ``False``: never), else
     ONNX Runtime's ``convert_float_to_float16`` with ``block_ops`` (normalisation, Softmax and reductions) left in
-    FP32 behind Casts.  ``keep_io_types`` keeps float32 inputs and outputs so callers feed the same arrays as for
+    FP32 behind Casts.  ``keep_nodes`` (node names, e.g. :meth:`NetworkPolicy.fp16_kept_nodes`) stay FP32 too, with
+    either converter.  ``keep_io_types`` keeps float32 inputs and outputs so callers feed the same arrays as for
     FP32.  The result also runs on ONNX Runtime's CPU provider (slower than FP32 there: it is not a CPU format).
     """
     onnx = lazy_import("onnx", purpose="FP16 conversion")
     source = _existing(fp32_path, "FP32 ONNX model")
     out = Path(out_path)
     start = time.perf_counter()
-    model = _autocast_modelopt(source, keep_io_types) if use_modelopt in (None, True) else None
+    model = _autocast_modelopt(source, keep_io_types, keep_nodes) if use_modelopt in (None, True) else None
     if model is None and use_modelopt:
         lazy_import("modelopt", purpose="FP16 conversion with ModelOpt AutoCast")
     engine = "modelopt-autocast" if model is not None else "onnxruntime-float16"
@@ -376,14 +429,18 @@ def convert_fp16(
         float16 = lazy_import("onnxruntime.transformers.float16", purpose="FP16 conversion")
         blocked = sorted(set(float16.DEFAULT_OP_BLOCK_LIST) | set(block_ops))
         model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=keep_io_types,
-                                                 op_block_list=blocked)
+                                                 op_block_list=blocked, node_block_list=list(keep_nodes) or None)
+        if keep_nodes:
+            _join_fp32_islands(model, _float32_tensors(source))
     with atomic_path(out) as part:
         onnx.save(model, str(part))
     present = {n.op_type for n in model.graph.node}
     report = QuantReport(
         source=source, path=out, method="fp16", target="gpu", activation_type="float16", weight_type="float16",
-        op_types=(engine,), kept_fp32_ops=tuple(sorted(present & set(block_ops))), quant_ops=_count_ops(out),
+        op_types=(engine,), kept_fp32_ops=tuple(sorted(present & set(block_ops))), excluded_nodes=tuple(keep_nodes),
+        quant_ops=_count_ops(out),
         seconds=time.perf_counter() - start, size_bytes=out.stat().st_size,
     )
-    log.info("%s -> %s: FP16 (%s), kept FP32: %s", source.name, out, engine, ", ".join(report.kept_fp32_ops) or "none")
+    log.info("%s -> %s: FP16 (%s), kept FP32: %s%s", source.name, out, engine, ", ".join(report.kept_fp32_ops) or "none",
+             f"; {len(keep_nodes)} nodes by policy" if keep_nodes else "")
     return report
