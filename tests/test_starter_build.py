@@ -37,9 +37,9 @@ def test_the_assets_are_what_assets_json_records_and_fit_the_budget():
         assert sha256_file(path) == entry["sha256"], f"{name} differs from assets.json"
         total += path.stat().st_size
     assert total == record["total_bytes"] and total <= 60 * 2**20
-    for name in ("vision.fp32.onnx", "audio.fp32.onnx", "lfmim.safetensors", "resnet18.int8.cpu.onnx",
-                 "onet.int8.cpu.onnx", "resnet18.int8.gpu.onnx", "onet.int8.gpu.onnx", "pnet.fp32.onnx",
-                 "rnet.fp32.onnx", "onet.fp32.onnx", "lfmim.fp32.onnx"):
+    for name in ("vision.fp32.onnx", "audio-whisper.fp32.onnx", "audio.fp32.onnx", "lfmim.safetensors",
+                 "resnet18.int8.cpu.onnx", "onet.int8.cpu.onnx", "resnet18.int8.gpu.onnx", "onet.int8.gpu.onnx",
+                 "pnet.fp32.onnx", "rnet.fp32.onnx", "onet.fp32.onnx", "lfmim.fp32.onnx"):
         assert name in record["files"], name
     for target in ("cpu", "gpu"):  # measured on real held-out data when packaged
         gates = record["packaging_gates"][target]
@@ -140,3 +140,16 @@ def test_the_demo_clip_runs_through_the_starter_loop(starter_build, tmp_path):
     fused = np.array([line["probs"]["fused"] for line in lines if line["probs"]["fused"] is not None])
     assert np.allclose(fused.sum(axis=1), 1.0, atol=1e-4)
     assert np.ptp(fused, axis=0).max() > 0.05, "the estimates must follow the clip, not sit still"
+
+
+def test_packaging_records_where_each_file_came_from_without_this_machines_paths(tmp_path):
+    spec = importlib.util.spec_from_file_location("package_starter", ROOT / "scripts" / "package_starter.py")
+    package = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package)
+    shipped = ASSETS / "vision.fp32.onnx"
+    assert package._origin(shipped, "scripts/train_starter_vision.py run") == "scripts/train_starter_vision.py run"
+    assert package._origin(shipped, None) == "edge/assets/starter/vision.fp32.onnx"  # no record: its own path
+    assert package._origin(ROOT / "runs" / "starter" / "audio-whisper" / "encoder.onnx", "old") == \
+        "runs/starter/audio-whisper/encoder.onnx"  # a replacement names its run, not the file it replaced
+    outside = tmp_path / "encoder.onnx"
+    assert package._origin(outside, None) == "encoder.onnx"

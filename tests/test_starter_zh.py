@@ -143,12 +143,17 @@ def test_the_character_bert_exports_to_onnx_within_parity(tokenizer, tmp_path):
 # ---------------------------------------------------------------------------------------------------- profile
 
 
-def test_the_profile_names_chinese_and_reuses_the_starters_audio_and_vision():
+def test_the_profile_names_chinese_and_reuses_the_starters_vision_and_log_mel_audio_encoder():
+    import dataclasses
+
     p = load_profile("starter-zh")
     s = load_profile("starter")
     assert p.language == "zh" and p.to_dict()["language"] == "zh"
     assert (p.text.encoder, p.text.tokens, p.text.dim) == ("char-bert", ZH_TEXT_LENGTH, 128)
-    assert (p.audio, p.vision, p.stream) == (s.audio, s.vision, s.stream)
+    assert (p.vision, p.stream) == (s.vision, s.stream)
+    # LFMIM-zh was trained on the log-mel CNN's frames (the starter's audio encoder until the Whisper front)
+    assert (p.audio.encoder, p.audio.weights) == ("logmel-cnn", "asset:starter/audio.fp32.onnx")
+    assert dataclasses.replace(p.audio, encoder=s.audio.encoder, weights=s.audio.weights) == s.audio
     assert p.lfmim.text.length == ZH_TEXT_LENGTH and p.lfmim.classes == CLASSES
     assert p.prequantized == "asset:starter" and s.language == "" and "language" not in s.to_dict()
     assert profile_hash(p) != profile_hash(s)

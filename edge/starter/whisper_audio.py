@@ -1,10 +1,11 @@
-"""A candidate audio encoder for the starter profile: the front of OpenAI Whisper base's encoder (build path; torch).
+"""The starter profile's audio encoder: the front of OpenAI Whisper base's encoder (build path; torch).
 
-Not shipped (2026-12-03): LFMIM trained on its frames reached only 44 % on RAVDESS actors 17-18 (validation), against
-the shipped log-mel CNN LFMIM's 71 %, although a linear probe on the same frames reads 70 % there; see the model card.
-:class:`WhisperProjectedEncoder` adds a per-frame projection to 128 trained on emotion
+The raw front (:class:`WhisperAudioEncoder`) is not what ships: LFMIM trained on its 512-wide frames reached only
+44 % on RAVDESS actors 17-18 (validation), against the log-mel CNN LFMIM's 71 %, although a linear probe on the same
+frames reads 70 % there.  :class:`WhisperProjectedEncoder` adds a per-frame projection to 128 trained on emotion
 (``scripts/train_starter_whisper_audio.py``): its own head reads 79.2 % on actors 17-18 and 75.0 % with 15-16 held
-out instead (the log-mel CNN's recipe: 57.5 / 58.3 %); a candidate, measured in the model card.
+out instead (the log-mel CNN's recipe: 57.5 / 58.3 %).  It is the starter's audio encoder since 2026-12-04
+(``audio-whisper.fp32.onnx``, profile name ``whisper-base-l1-proj``); figures in the model card.
 
 Whisper's encoder, trained on 680,000 hours of speech, carries far more about *how* something is said than a
 small CNN trained on 16 RAVDESS actors.  Its first transformer layer is enough: a linear probe on the mean and
