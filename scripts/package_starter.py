@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
         for name, src in sources.items():
             files[name] = tmp / name
             shutil.copyfile(src, files[name])
-        previous = tmp / "previous"  # what ships now: put back if anything below fails
-        previous.mkdir()
+        backup = tmp / "shipped"  # what ships now: put back if anything below fails
+        backup.mkdir()
         for path in ASSETS.iterdir() if ASSETS.is_dir() else ():
             if path.is_file():
-                shutil.copy2(path, previous / path.name)
+                shutil.copy2(path, backup / path.name)
         try:
             ASSETS.mkdir(parents=True, exist_ok=True)
             for stale in ASSETS.iterdir():
@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             for path in ASSETS.iterdir():
                 if path.is_file() and path.name not in KEEP:
                     path.unlink()
-            for path in previous.iterdir():
+            for path in backup.iterdir():
                 shutil.copy2(path, ASSETS / path.name)
             print(f"packaging failed; {ASSETS} is as it was", file=sys.stderr)
             raise
@@ -197,4 +197,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from edge.errors import EdgeError
+
+    try:
+        raise SystemExit(main())
+    except EdgeError as exc:  # a user mistake (a bad file, missing data): one line, not a traceback
+        raise SystemExit(f"package_starter.py: {exc}") from None

@@ -153,3 +153,15 @@ def test_packaging_records_where_each_file_came_from_without_this_machines_paths
         "runs/starter/audio-whisper/encoder.onnx"  # a replacement names its run, not the file it replaced
     outside = tmp_path / "encoder.onnx"
     assert package._origin(outside, None) == "encoder.onnx"
+
+
+def test_a_profile_pointing_at_a_file_that_is_not_onnx_gets_one_clear_error(tmp_path):
+    pytest.importorskip("onnx")
+    from edge.prepare.shipped import copy_onnx
+
+    bad = tmp_path / "encoder.onnx"
+    bad.write_text("not an ONNX model")
+    with pytest.raises(InputError, match=r"audio weights .*encoder\.onnx.* is not a readable ONNX model"):
+        copy_onnx(str(bad), tmp_path / "out" / "audio.fp32.onnx", name="audio",
+                  inputs={"waveform": ("batch", 16000)}, outputs={"hidden": ("batch", None, 128)})
+    assert not (tmp_path / "out").exists()  # nothing copied

@@ -57,7 +57,11 @@ def copy_onnx(ref: str, dst: Path, *, name: str, inputs: dict[str, tuple], outpu
     if not src.is_file():
         raise InputError(f"{name} weights {ref!r}: {src} is not a file; point the profile at an ONNX file")
     onnx = lazy_import("onnx", purpose="checking ONNX models")
-    graph = onnx.load(str(src), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(src), load_external_data=False).graph
+    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file
+        raise InputError(f"{name} weights {ref!r}: {src} is not a readable ONNX model ({type(exc).__name__}: {exc}); "
+                         "point the profile at an ONNX file exported for it") from None
     init = {i.name for i in graph.initializer}
     found = {"input": {v.name: v for v in graph.input if v.name not in init}, "output": {v.name: v for v in graph.output}}
     for kind, want in (("input", inputs), ("output", outputs)):
