@@ -126,7 +126,7 @@ def load_ravdess(data: Path, cache_dir: Path) -> dict[str, np.ndarray]:
 ESD_ACTOR = 100
 
 
-def load_esd(data: Path, cache_dir: Path) -> dict[str, np.ndarray]:
+def load_esd(data: Path, cache_dir: Path, progress: bool = True) -> dict[str, np.ndarray]:
     """ESD speaker 0020 decoded like :func:`load_ravdess` (actor :data:`ESD_ACTOR`); cached as one .npz."""
     table = data / "labels.csv"
     if not table.is_file():
@@ -138,7 +138,7 @@ def load_esd(data: Path, cache_dir: Path) -> dict[str, np.ndarray]:
         with np.load(cache) as z:
             return {k: z[k] for k in z.files}
     pcm, offsets, labels = [], [0], []
-    for row in tqdm(rows, desc="decoding ESD 0020", unit="clip"):
+    for row in tqdm(rows, desc="decoding ESD 0020", unit="clip", disable=not progress):
         x, _ = read_audio(data / row["file"], sample_rate=SAMPLE_RATE)
         pcm.append(np.clip(np.round(x * 32768.0), -32768, 32767).astype(np.int16))
         offsets.append(offsets[-1] + x.size)

@@ -245,7 +245,8 @@ def main(argv: list[str] | None = None) -> int:
     data = A.load_ravdess(args.data, args.cache)
     sets = {k: A.Clips(data, v) for k, v in split.items()}
     if args.esd:
-        sets["train"].extend(A.Clips(A.load_esd(args.esd_data, args.cache), [A.ESD_ACTOR]))
+        sets["train"].extend(A.Clips(A.load_esd(args.esd_data, args.cache, progress=not args.no_progress),
+                                     [A.ESD_ACTOR]))
     weights_key = hashlib.sha256((model_dir / "model.bin").read_bytes()[:1 << 20]).hexdigest()[:12]
     base = f"{weights_key}-l{args.layers}"
     train_key = hashlib.sha256(json.dumps([base, split["train"], args.esd, args.speeds, args.offsets, args.seed,
