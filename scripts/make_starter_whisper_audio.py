@@ -1,4 +1,5 @@
-"""Write a candidate audio encoder from Whisper base (edge.starter.whisper_audio) and measure it (not shipped yet).
+"""Write the raw Whisper-base front (edge.starter.whisper_audio) as an audio encoder and probe it (not shipped: the
+starter ships it with a trained projection, scripts/train_starter_whisper_audio.py).
 
     python scripts/make_starter_whisper_audio.py                   # Whisper base from its registry packages
     python scripts/make_starter_whisper_audio.py --model DIR       # any faster-whisper (CTranslate2) model folder

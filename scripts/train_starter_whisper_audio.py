@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train a frame projection on Whisper base's frozen front for the starter's audio encoder (a candidate).
+"""Train a frame projection on Whisper base's frozen front: the starter's audio encoder (shipped since 2026-12-04).
 
     python scripts/train_starter_whisper_audio.py                       # RAVDESS 1-16 (+ --esd) train, 17-18 select
     python scripts/train_starter_whisper_audio.py --esd --speeds 0.9 1.1 --hidden 256 --out runs/starter/audio-wp
