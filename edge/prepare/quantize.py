@@ -351,28 +351,15 @@ def _autocast_modelopt(source: Path, keep_io_types: bool, keep_nodes: Sequence[s
                                                keep_io_types=keep_io_types, nodes_to_exclude=exact)
 
 
-def _float32_tensors(source: Path) -> set[str]:
-    """Names of the float32 tensors of ``source`` (inputs, initializers and inferred intermediates)."""
-    onnx = lazy_import("onnx", purpose="FP16 conversion")
-    model = onnx.shape_inference.infer_shapes(onnx.load(str(source)))
-    g = model.graph
-    typed = [*g.input, *g.value_info, *g.output]
-    out = {v.name for v in typed if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
-    out |= {t.name for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT}
-    for node in g.node:  # Constant nodes' outputs (not always in value_info)
-        if node.op_type == "Constant" and any(a.name == "value" and a.t.data_type == onnx.TensorProto.FLOAT
-                                              for a in node.attribute):
-            out.add(node.output[0])
-    return out
-
-
-def _join_fp32_islands(model: Any, float32: set[str]) -> int:
+def _join_fp32_islands(model: Any) -> int:
     """Remove the FP32 -> FP16 -> FP32 Cast round trips that ONNX Runtime's converter puts on every edge between two
     nodes it keeps in FP32: a chain of kept nodes then stays FP32 end to end (a log-mel front end's power spectrum
     would otherwise overflow on the edge).  Returns the number of round trips removed."""
     onnx = lazy_import("onnx", purpose="FP16 conversion")
     g = model.graph
-    float32 = float32 | {v.name for v in [*g.input, *g.value_info] if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    # the converter types every edge it wrote: a kept node's output is a float32 tensor in value_info
+    float32 = {v.name for v in [*g.input, *g.value_info] if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    float32 |= {t.name for t in g.initializer if t.data_type == onnx.TensorProto.FLOAT}
 
     def cast_to(node) -> int | None:
         return next((a.i for a in node.attribute if a.name == "to"), None) if node.op_type == "Cast" else None
@@ -431,7 +418,7 @@ def convert_fp16(
         model = float16.convert_float_to_float16(onnx.load(str(source)), keep_io_types=keep_io_types,
                                                  op_block_list=blocked, node_block_list=list(keep_nodes) or None)
         if keep_nodes:
-            _join_fp32_islands(model, _float32_tensors(source))
+            _join_fp32_islands(model)
     with atomic_path(out) as part:
         onnx.save(model, str(part))
     present = {n.op_type for n in model.graph.node}
