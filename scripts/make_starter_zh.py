@@ -77,13 +77,17 @@ def tool(name: str) -> str:
     return found
 
 
-def figures(runs: Path) -> dict:
-    """The measured figures of the text encoder and of LFMIM, for assets.json and the model card."""
-    text = json.loads((runs / "text" / "train.json").read_text())
-    out = {"text_encoder": {k: text[k] for k in ("val", "val_no_punctuation", "majority_class", "selected",
-                                                 "val_per_class_f1", "held_out_groups", "sizes", "encoder")},
-           "text_encoder_export": {k: v for k, v in text["export"].items() if k != "fp32"}}
-    out["text_encoder_export"]["parity_max_abs_diff"] = text["export"]["fp32"].get("max_abs_diff")
+def figures(runs: Path, shipped_text: dict | None = None) -> dict:
+    """The measured figures of the text encoder and of LFMIM, for assets.json and the model card (``shipped_text``:
+    the text encoder's figures as the shipped assets.json records them, when the text encoder is reused)."""
+    if shipped_text is not None:
+        out = {k: shipped_text[k] for k in ("text_encoder", "text_encoder_export")}
+    else:
+        text = json.loads((runs / "text" / "train.json").read_text())
+        out = {"text_encoder": {k: text[k] for k in ("val", "val_no_punctuation", "majority_class", "selected",
+                                                     "val_per_class_f1", "held_out_groups", "sizes", "encoder")},
+               "text_encoder_export": {k: v for k, v in text["export"].items() if k != "fp32"}}
+        out["text_encoder_export"]["parity_max_abs_diff"] = text["export"]["fp32"].get("max_abs_diff")
     for split in ("test", "ravdess_test", "fer_test", "test-against-m"):
         report = runs / "lfmim" / f"eval-{split}" / "report.json"
         if report.is_file():
@@ -135,7 +139,21 @@ def _all_assets_bytes() -> int:
     return sum(p.stat().st_size for p in ASSETS.parent.glob("*/*") if p.is_file() and p.suffix != ".py")
 
 
-def package(args, runs: Path, text_cmd: str, composite_cmd: str, train_cmd: str) -> dict:
+def reuse_shipped_text(folder: Path) -> tuple[dict, str]:
+    """Put the shipped text encoder where the chain reads it (``RUNS/text``) and return its recorded figures and the
+    command that made it, from the shipped assets.json (which packaging rewrites)."""
+    record = ASSETS / "assets.json"
+    if not record.is_file() or not (ASSETS / "text.fp32.onnx").is_file():
+        raise SystemExit(f"--text-from-assets: {ASSETS} has no shipped text encoder; run without it to train one")
+    body = json.loads(record.read_text(encoding="utf-8"))
+    folder.mkdir(parents=True, exist_ok=True)
+    for shipped, name in (("text.fp32.onnx", "text_encoder.onnx"), ("tokenizer.json", "tokenizer.json")):
+        shutil.copyfile(ASSETS / shipped, folder / name)
+    return body["figures"], body["commands"]["text"]
+
+
+def package(args, runs: Path, text_cmd: str, composite_cmd: str, train_cmd: str,
+            shipped_text: dict | None = None) -> dict:
     from edge.fileio import sha256_file
     from edge.fileio import write_text_atomic
 
@@ -158,7 +176,7 @@ def package(args, runs: Path, text_cmd: str, composite_cmd: str, train_cmd: str)
                 "vision": {"file": rel(args.vision_encoder), "sha256": sha256_file(args.vision_encoder)}},
             "commands": {"text": text_cmd, "composite": composite_cmd, "lfmim": train_cmd,
                          "package": "python scripts/make_starter_zh.py " + " ".join(args.argv)},
-            "figures": figures(runs)}
+            "figures": figures(runs, shipped_text)}
     for name, (src, cmd) in files.items():
         path = ASSETS / name
         body["files"][name] = {"sha256": sha256_file(path), "size_bytes": path.stat().st_size, "source": rel(src),
@@ -186,6 +204,9 @@ def main(argv: list[str] | None = None) -> int:
                         "layers read the same encoders' features; 'none' trains from random weights")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--fresh", action="store_true", help="redo every stage (the text encoder too)")
+    p.add_argument("--text-from-assets", action="store_true",
+                   help="reuse the shipped text encoder (text.fp32.onnx, tokenizer.json and its recorded figures) "
+                        "instead of training one: for new starter audio or vision encoders")
     p.add_argument("--no-package", action="store_true", help="stop after the evaluation")
     p.add_argument("--reship", action="store_true",
                    help="only re-export the shipped checkpoint to lfmim.fp32.onnx and update assets.json")
@@ -205,7 +226,10 @@ def main(argv: list[str] | None = None) -> int:
     text_args = ["--data", str(args.data / "emotiontalk" / "emotiontalk.csv"), "--out", str(runs / "text"),
                  "--threads", str(args.threads), "--no-progress"]
     text_cmd = "python scripts/train_starter_zh_text.py"
-    if args.fresh or not (runs / "text" / "train.json").is_file():
+    shipped_text = None
+    if args.text_from_assets:
+        shipped_text, text_cmd = reuse_shipped_text(runs / "text")
+    elif args.fresh or not (runs / "text" / "train.json").is_file():
         resume = [] if args.fresh else ["--resume"]
         stage("text", [py, "scripts/train_starter_zh_text.py", *text_args, *resume], logs)
     # 2. composite set
@@ -238,10 +262,10 @@ def main(argv: list[str] | None = None) -> int:
             stage(f"eval-{split}", [tool("edge-eval"), "--checkpoint", ckpt, "--store", str(runs / "composite"),
                                     "--split", split.split("-")[0], "--out", str(out), "--no-progress", *extra], logs)
     if args.no_package:
-        print(json.dumps(figures(runs), indent=2))
+        print(json.dumps(figures(runs, shipped_text), indent=2))
         return 0
     # 5. package, then check that the profile builds and opens
-    body = package(args, runs, text_cmd, composite_cmd, train_cmd)
+    body = package(args, runs, text_cmd, composite_cmd, train_cmd, shipped_text)
     stage("build-fp32", [tool("edge-build"), "--profile", "starter-zh", "--precision", "fp32", "--target", "cpu",
                          "--out-root", str(runs / "engines"), "--no-progress"], logs)
     print(json.dumps({"files": {k: v["size_bytes"] for k, v in body["files"].items()},

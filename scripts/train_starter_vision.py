@@ -205,7 +205,7 @@ def train(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     images, labels = load_npz(Path(args.data) / "train.npz")
     test_images, test_labels = load_npz(Path(args.data) / "publictest.npz")
-    tr_idx, va_idx = split_validation(labels, args.val_fraction, args.seed)
+    tr_idx, va_idx = split_validation(labels, args.val_fraction, args.split_seed)
     if args.limit:
         tr_idx, va_idx = tr_idx[: args.limit], va_idx[: max(args.limit // 8, 64)]
         test_images, test_labels = test_images[: max(args.limit // 8, 64)], test_labels[: max(args.limit // 8, 64)]
@@ -381,7 +381,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="BasicBlocks per stage ([1 1 1 1]: ResNet-10 layout, what 30 min on 2 shared cores allows; "
                         "[2 2 2 2]: ResNet-18 layout, about twice the compute)")
     p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation and augmentation")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the held-out tenth (keep 0: the composite store and the calibration read that split)")
     p.add_argument("--threads", type=int, default=2,
                    help="torch threads; on a machine already busy with other jobs 1 can be several times faster")
     p.add_argument("--limit", type=int, default=0, help="use only this many training faces (smoke tests)")

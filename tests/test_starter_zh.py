@@ -178,6 +178,11 @@ def test_the_assets_are_what_assets_json_records_within_the_budget():
     p = load_profile("starter-zh")
     for ref in (p.text.weights, p.audio.weights, p.vision.weights, p.checkpoint):
         assert asset_path(ref).is_file()
+    # LFMIM-zh was trained on the features of the very encoders the profile runs (a new starter face encoder means
+    # re-running scripts/make_starter_zh.py)
+    used = record["encoders_used_for_the_composite_set"]
+    assert used["vision"]["sha256"] == sha256_file(asset_path(p.vision.weights))
+    assert used["audio"]["sha256"] == sha256_file(asset_path(p.audio.weights))
 
 
 # ------------------------------------------------------------------------------------------ build and live loop
@@ -297,3 +302,17 @@ def test_lfmims_text_head_on_emotiontalk_val_through_the_run_path_is_the_recorde
     assert overall["weighted_f1"] >= 0.40, overall
     assert overall["weighted_f1"] > majority["weighted_f1"] + 0.15
     assert abs(overall["weighted_f1"] - recorded["weighted_f1"]) < 0.01, "the model card's figure is the shipped one's"
+
+
+@needs_assets
+def test_the_chain_can_reuse_the_shipped_text_encoder(tmp_path):
+    """make_starter_zh.py --text-from-assets: new starter encoders, the same text encoder and its recorded figures."""
+    spec = importlib.util.spec_from_file_location("make_starter_zh", ROOT / "scripts" / "make_starter_zh.py")
+    chain = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chain)
+    shipped, command = chain.reuse_shipped_text(tmp_path / "text")
+    assert sha256_file(tmp_path / "text" / "text_encoder.onnx") == sha256_file(ASSETS / "text.fp32.onnx")
+    assert sha256_file(tmp_path / "text" / "tokenizer.json") == sha256_file(ASSETS / "tokenizer.json")
+    assert command == asset_manifest("starter-zh")["commands"]["text"]
+    figures = chain.figures(tmp_path, shipped)  # no train.json under tmp_path: the shipped record is used
+    assert figures["text_encoder"] == asset_manifest("starter-zh")["figures"]["text_encoder"]
