@@ -118,3 +118,47 @@ def test_bad_members_are_one_clear_error(members, tmp_path):
         compose_face_ensemble([relu])
     with pytest.raises(InputError, match="no face encoders"):
         compose_face_ensemble([])
+
+
+def _script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "make_starter_face_ensemble.py"
+    spec = importlib.util.spec_from_file_location("make_starter_face_ensemble", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_script_composes_and_checks_on_real_fer_faces(members, tmp_path, shared_data, capsys):
+    import json
+
+    fer = shared_data / "fer2013"
+    if not (fer / "train.npz").is_file():
+        pytest.skip(f"{fer / 'train.npz'} not found")
+    script = _script()
+    out = tmp_path / "ens" / "encoder.onnx"
+    assert script.main([str(members[0]), str(members[1]), "--out", str(out), "--data", str(fer), "--no-probe",
+                        "--no-progress"]) == 0
+    summary = json.loads((out.parent / "summary.json").read_text())
+    assert summary["dim"] == 56 and summary["mirror"] is True
+    assert summary["parity_max_abs_diff_64_faces"] <= script.PARITY_ATOL
+    assert _run(out, _faces(2)).shape == (2, 56)
+    # a missing member: one line naming it, nothing written
+    assert script.main([str(tmp_path / "nope.onnx"), "--out", str(tmp_path / "x.onnx"), "--data", str(fer),
+                        "--no-probe"]) == 2
+    assert "nope.onnx not found" in capsys.readouterr().err
+    assert not (tmp_path / "x.onnx").exists()
+    assert script.main([str(members[0]), "--out", str(tmp_path / "y.onnx"), "--data", str(tmp_path)]) == 2
+    assert "train.npz not found" in capsys.readouterr().err
+
+
+def test_a_linear_probe_reads_planted_classes():
+    script = _script()
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 700)
+    x = rng.normal(size=(700, 16)).astype(np.float32)
+    x[np.arange(700), y] += 3.0  # class c lifts feature c
+    assert script.probe_accuracy(x[:600], y[:600], x[600:], y[600:], epochs=300) > 0.8
+    noise = rng.normal(size=(700, 16)).astype(np.float32)
+    assert script.probe_accuracy(noise[:600], y[:600], noise[600:], y[600:], epochs=300) < 0.35
