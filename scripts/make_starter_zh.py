@@ -24,6 +24,10 @@ Stages, each skipped when its output exists (``--fresh`` redoes them all; an int
    FP32 CPU build of the profile to check that it opens.
 Every stage's log is kept in ``RUNS/logs/``.
 
+``--text-from-assets`` skips stage 1: the shipped ``text.fp32.onnx`` and ``tokenizer.json`` are copied into
+``RUNS/text`` and their figures and command are taken from the shipped ``assets.json`` (when ``RUNS/text`` is gone
+and only the starter's encoders changed).
+
 ``--reship`` redoes only the ONNX export of the shipped checkpoint and its ``assets.json`` entry (after a change of
 the exporter, or to add the file to an older package), from the files in ``edge/assets/starter-zh/`` alone.
 """
