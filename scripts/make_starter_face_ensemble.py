@@ -51,25 +51,6 @@ def _fer(path: Path):
     return V, images, labels, tr, va
 
 
-def features(path: Path, images: np.ndarray, V, *, mirror: bool, threads: int, progress: bool) -> np.ndarray:
-    """``features`` of ``path`` for FER grey faces, through the run path's preprocessing (RGB uint8 ->
-    ``normalize_faces``)."""
-    import onnxruntime as ort
-    from tqdm.auto import tqdm
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-    out = []
-    for i in tqdm(range(0, len(images), 512), desc=f"{path.name}{' mirrored' if mirror else ''}", unit="batch",
-                  disable=not progress, leave=False):
-        x = images[i:i + 512]
-        if mirror:
-            x = np.ascontiguousarray(x[:, :, ::-1])
-        out.append(session.run(["features"], {"faces": normalize_faces(V.grey_to_rgb_faces(x, 48), size=48)})[0])
-    return np.concatenate(out)
-
-
 def probe_accuracy(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray, *,
                    epochs: int = 60, seed: int = 0) -> float:
     """Accuracy on (val_x, val_y) of a linear softmax probe fitted on standardised (train_x, train_y) with Adam."""
@@ -103,7 +84,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-mirror", action="store_true", help="concatenate only, no mirrored test-time augmentation")
     p.add_argument("--no-probe", action="store_true", help="compose and check only (no linear probes)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     mirror = not args.no_mirror
@@ -137,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         probes: dict[str, float] = {}
         sets = []
         for member in args.members:
-            plain = features(member, images, V, mirror=False, threads=args.threads, progress=not args.no_progress)
-            flipped = features(member, images, V, mirror=True, threads=args.threads, progress=not args.no_progress)
+            plain = V.onnx_features(member, images, 48, args.threads, batch=512)
+            flipped = V.onnx_features(member, images, 48, args.threads, mirror=True, batch=512)
             both = 0.5 * (plain + flipped)
             sets.append(both if mirror else plain)
             probes[f"{member.name} plain"] = probe_accuracy(plain[tr], labels[tr], plain[va], labels[va])

@@ -173,20 +173,31 @@ def grey_to_rgb_faces(images: np.ndarray, size: int) -> np.ndarray:
     return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def onnx_accuracy(path: Path, head: ExpressionHead, images: np.ndarray, labels: np.ndarray, size: int,
-                  threads: int) -> float:
-    """Public-test accuracy through the run path: RGB uint8 -> normalize_faces -> ONNX Runtime -> head."""
+def onnx_features(path: Path, images: np.ndarray, size: int, threads: int, *, mirror: bool = False,
+                  batch: int = 256) -> np.ndarray:
+    """``features`` of the ONNX face encoder at ``path`` for FER grey faces, through the run path's preprocessing
+    (RGB uint8 -> normalize_faces -> ONNX Runtime); ``mirror``: of the faces' mirror images."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     feats = []
-    for i in range(0, len(images), 256):
-        faces = normalize_faces(grey_to_rgb_faces(images[i:i + 256], size), size=size)
+    for i in range(0, len(images), batch):
+        x = images[i:i + batch]
+        if mirror:
+            x = np.ascontiguousarray(x[:, :, ::-1])
+        faces = normalize_faces(grey_to_rgb_faces(x, size), size=size)
         feats.append(session.run(["features"], {"faces": faces})[0])
+    return np.concatenate(feats)
+
+
+def onnx_accuracy(path: Path, head: ExpressionHead, images: np.ndarray, labels: np.ndarray, size: int,
+                  threads: int) -> float:
+    """Public-test accuracy through the run path: RGB uint8 -> normalize_faces -> ONNX Runtime -> head."""
+    feats = onnx_features(path, images, size, threads)
     with torch.no_grad():
-        logits = head.eval()(torch.from_numpy(np.concatenate(feats))).numpy()
+        logits = head.eval()(torch.from_numpy(feats)).numpy()
     return float((logits.argmax(1) == labels).mean())
 
 

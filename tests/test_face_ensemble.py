@@ -138,8 +138,7 @@ def test_the_script_composes_and_checks_on_real_fer_faces(members, tmp_path, sha
         pytest.skip(f"{fer / 'train.npz'} not found")
     script = _script()
     out = tmp_path / "ens" / "encoder.onnx"
-    assert script.main([str(members[0]), str(members[1]), "--out", str(out), "--data", str(fer), "--no-probe",
-                        "--no-progress"]) == 0
+    assert script.main([str(members[0]), str(members[1]), "--out", str(out), "--data", str(fer), "--no-probe"]) == 0
     summary = json.loads((out.parent / "summary.json").read_text())
     assert summary["dim"] == 56 and summary["mirror"] is True
     assert summary["parity_max_abs_diff_64_faces"] <= script.PARITY_ATOL
